@@ -1,0 +1,74 @@
+"""The TSFM size ladder as plain data (no torch), shared by planning and the network builder.
+
+A TSFM network: a residual CNN encoder whose stages double the channels (from ``base_features``,
+capped at ``max_features``) while stride-2 convolutions halve the spatial size, a Transformer
+bottleneck at the lowest resolution, and a decoder of 1x1x1 interpolation + 1x1x1 convolution
+up-sampling blocks with skip connections. ``transformer_depth == 0`` is the CNN-only ablation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medfoundry import MedfoundryError
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    name: str
+    base_features: int
+    """Channels of the first stage; each later stage doubles them."""
+    max_features: int
+    """Cap on channels per stage."""
+    blocks_per_stage: tuple[int, ...]
+    """Residual blocks in each encoder stage; its length is the most stages the model can have."""
+    transformer_width: int
+    transformer_depth: int
+    transformer_heads: int
+    mlp_ratio: float = 4.0
+    decoder_blocks: int = 1
+    """Residual blocks after each up-sampling step."""
+
+    @property
+    def max_stages(self) -> int:
+        return len(self.blocks_per_stage)
+
+    def features(self, num_stages: int) -> list[int]:
+        """Channels of each of the first ``num_stages`` stages."""
+        return [min(self.base_features * 2**s, self.max_features) for s in range(num_stages)]
+
+
+_LADDER = [
+    # name, base, max, blocks per stage, transformer width / depth / heads
+    ModelSize("tsfm_test", 8, 64, (1, 1, 1, 1), 64, 2, 4),
+    ModelSize("tsfm_s", 16, 256, (1, 2, 2, 2, 2), 384, 6, 6),
+    ModelSize("tsfm_b", 32, 320, (1, 2, 3, 3, 3, 3), 768, 12, 12),
+    ModelSize("tsfm_l", 64, 512, (2, 3, 4, 4, 4, 4), 1024, 24, 16),
+    ModelSize("tsfm_h", 96, 768, (2, 4, 6, 6, 6, 6), 1536, 40, 16),
+]
+
+MODEL_SIZES: dict[str, ModelSize] = {s.name: s for s in _LADDER}
+# CNN-only ablation of every size: the same encoder/decoder, no Transformer bottleneck.
+MODEL_SIZES.update(
+    {
+        f"{s.name}_cnn": ModelSize(
+            f"{s.name}_cnn",
+            s.base_features,
+            s.max_features,
+            s.blocks_per_stage,
+            s.transformer_width,
+            0,
+            s.transformer_heads,
+        )
+        for s in _LADDER
+    }
+)
+
+
+def get_size(name: str) -> ModelSize:
+    try:
+        return MODEL_SIZES[name]
+    except KeyError:
+        raise MedfoundryError(
+            f"unknown model '{name}' (choose from {', '.join(MODEL_SIZES)})"
+        ) from None

@@ -1,0 +1,217 @@
+"""``medfoundry pool build``: read a pool file, validate every case, write ``POOL_DIR/pool.json``.
+
+``pool.json`` (format ``medfoundry.pool/1``), human-readable, keys sorted:
+
+* ``name``, ``sampling`` (the rule name), ``medfoundry_version``.
+* ``labels``: global structure name -> global id (``background`` is 0).
+* ``datasets``: name -> ``{num_cases, modality (one per channel), num_channels, layout, root,
+  label_map (local id -> name or null), local_to_global (local id -> global id, null -> 0)}``.
+* ``cases``: list of ``{id ("<dataset>/<case>"), dataset, images (absolute paths, one per channel or one
+  multi-channel file), label, valid_labels (global foreground ids its dataset annotates), shape (Z, Y, X),
+  spacing (Z, Y, X mm), sampling_probability (sums to 1 over the pool), label_values (local ids
+  present), nonzero_bbox}``.
+* ``skipped``: ``[{case, file, reason}]`` for cases dropped by ``--skip-invalid``.
+
+Next to it, ``foreground_samples.npz`` holds per case (key = case id) a ``(C, N)`` sample of foreground
+intensities, which ``plan`` uses for dataset statistics without reading the images again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medfoundry import MedfoundryError, __version__
+from medfoundry.io.jsonfile import read_json, write_json
+from medfoundry.parallel import map_with_progress
+from medfoundry.pool.labels import LabelSpace
+from medfoundry.pool.layouts import CaseFiles, DatasetLayout, list_cases
+from medfoundry.pool.sampling import sampling_probabilities
+from medfoundry.pool.spec import DatasetSpec, PoolSpec, load_pool_spec
+from medfoundry.pool.validate import CaseInfo, Problem, inspect_case
+
+log = logging.getLogger(__name__)
+POOL_FORMAT = "medfoundry.pool/1"
+
+
+class PoolValidationError(MedfoundryError):
+    """Some cases failed validation; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        cases = len({p.case for p in problems})
+        super().__init__(
+            f"{len(problems)} problem(s) in {cases} case(s); nothing written (use --skip-invalid to drop them)"
+        )
+
+    def report(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+def build_pool(
+    spec: PoolSpec | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    skip_invalid: bool = False,
+    jobs: int = 1,
+    sampling: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Validate every case of a pool spec and write ``out_dir/pool.json``; returns its path.
+
+    Raises :class:`PoolValidationError` (listing every problem) unless ``skip_invalid``.
+    """
+    if not isinstance(spec, PoolSpec):
+        spec = load_pool_spec(spec)
+    rule = sampling or spec.sampling
+    layouts = {d.name: list_cases(d) for d in spec.datasets}
+    label_maps = {d.name: _resolve_label_map(d, layouts[d.name]) for d in spec.datasets}
+    space = LabelSpace.from_label_maps([label_maps[d.name] for d in spec.datasets])
+
+    work = [
+        (d.name, c, frozenset(label_maps[d.name]))
+        for d in spec.datasets
+        for c in layouts[d.name].cases
+    ]
+    results = list(map_with_progress(_inspect, work, jobs, desc="validate", progress=progress))
+    problems = [p for r in results if isinstance(r, list) for p in r]
+    problems += _channel_problems(spec, results, work)
+    if problems and not skip_invalid:
+        raise PoolValidationError(problems)
+    bad_cases = {p.case for p in problems}
+    valid = [
+        (name, info)
+        for (name, _, _), info in zip(work, results, strict=True)
+        if isinstance(info, CaseInfo) and f"{name}/{info.case}" not in bad_cases
+    ]
+    if not valid:
+        raise MedfoundryError("no valid cases left in the pool")
+
+    probs = sampling_probabilities([name for name, _ in valid], rule)
+    files = {(name, c.case): c for name, c, _ in work}
+    datasets = _dataset_records(spec, layouts, label_maps, space, valid)
+    cases = []
+    for (name, info), p in zip(valid, probs, strict=True):
+        f = files[(name, info.case)]
+        l2g = datasets[name]["local_to_global"]
+        cases.append(
+            {
+                "id": f"{name}/{info.case}",
+                "dataset": name,
+                "images": [str(x) for x in f.images],
+                "label": str(f.label),
+                "valid_labels": sorted({g for g in l2g.values() if g != 0}),
+                "shape": info.shape_zyx,
+                "spacing": info.spacing_mm,
+                "sampling_probability": round(p, 12),
+                "label_values": info.label_values,
+                "nonzero_bbox": info.nonzero_bbox,
+            }
+        )
+    pool = {
+        "format": POOL_FORMAT,
+        "name": spec.name,
+        "medfoundry_version": __version__,
+        "sampling": rule,
+        "labels": space.to_dict(),
+        "datasets": datasets,
+        "cases": cases,
+        "skipped": [{"case": p.case, "file": p.file, "reason": p.reason} for p in problems],
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".tmp-{os.getpid()}-foreground_samples.npz"
+    np.savez(tmp, **{f"{name}/{info.case}": info.fg_samples for name, info in valid})
+    os.replace(tmp, out / "foreground_samples.npz")
+    path = write_json(out / "pool.json", pool)  # last: its presence means the pool is complete
+    log.info(
+        "pool '%s': %d cases, %d datasets, %d classes -> %s",
+        spec.name,
+        len(cases),
+        len(datasets),
+        len(space) - 1,
+        path,
+    )
+    return path
+
+
+def load_pool(pool_dir: str | os.PathLike) -> dict:
+    """Read ``POOL_DIR/pool.json`` (or a path to the file itself)."""
+    path = Path(pool_dir)
+    path = path / "pool.json" if path.is_dir() or not path.suffix else path
+    pool = read_json(path, "pool.json (run 'medfoundry pool build' first)")
+    if pool.get("format") != POOL_FORMAT:
+        raise MedfoundryError(f"{path}: not a {POOL_FORMAT} file")
+    return pool
+
+
+def _inspect(item: tuple[str, CaseFiles, frozenset]) -> CaseInfo | list[Problem]:
+    name, files, allowed = item
+    out = inspect_case(files, set(allowed))
+    if isinstance(out, list):
+        for p in out:
+            p.case = f"{name}/{p.case}"
+    return out
+
+
+def _resolve_label_map(spec: DatasetSpec, layout: DatasetLayout) -> dict[int, str | None]:
+    if spec.label_map is not None:
+        return spec.label_map
+    if layout.label_names:
+        return {k: v.strip().lower().replace(" ", "_") for k, v in layout.label_names.items()}
+    raise MedfoundryError(
+        f"dataset '{spec.name}': no label_map given and no label names in a dataset.json"
+    )
+
+
+def _modalities(spec: DatasetSpec, layout: DatasetLayout, num_channels: int) -> list[str]:
+    mod = spec.modality if spec.modality is not None else layout.modality
+    mods = [mod] * num_channels if isinstance(mod, str) else list(mod or [])
+    if not mods:
+        raise MedfoundryError(
+            f"dataset '{spec.name}': modality unknown; set 'modality' (CT, MRI, ...)"
+        )
+    if len(mods) == 1 and num_channels > 1:
+        mods = mods * num_channels
+    if len(mods) != num_channels:
+        raise MedfoundryError(
+            f"dataset '{spec.name}': {len(mods)} modalities given for {num_channels} channels"
+        )
+    return [str(m) for m in mods]
+
+
+def _channel_problems(spec: PoolSpec, results: list, work: list) -> list[Problem]:
+    """Every case of the pool must have the same number of channels (one network reads them all)."""
+    counts = [
+        (name, r.num_channels, r.case)
+        for (name, _, _), r in zip(work, results, strict=True)
+        if isinstance(r, CaseInfo)
+    ]
+    if not counts:
+        return []
+    values = [c for _, c, _ in counts]
+    common = max(set(values), key=values.count)
+    return [
+        Problem(f"{n}/{case}", "(image)", f"{c} channels, most of the pool has {common}")
+        for n, c, case in counts
+        if c != common
+    ]
+
+
+def _dataset_records(spec, layouts, label_maps, space, valid) -> dict:
+    records = {}
+    for d in spec.datasets:
+        infos = [i for n, i in valid if n == d.name]
+        channels = infos[0].num_channels if infos else 1
+        records[d.name] = {
+            "num_cases": len(infos),
+            "modality": _modalities(d, layouts[d.name], channels),
+            "num_channels": channels,
+            "layout": layouts[d.name].layout,
+            "root": str(d.root),
+            "label_map": {str(k): v for k, v in sorted(label_maps[d.name].items())},
+            "local_to_global": space.local_to_global(label_maps[d.name]),
+        }
+    return records
