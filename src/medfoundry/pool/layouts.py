@@ -115,10 +115,8 @@ def _folder(spec: DatasetSpec) -> DatasetLayout:
         raise MedfoundryError(
             f"dataset '{spec.name}': the folder layout needs 'images' and 'labels' patterns"
         )
-    if spec.case_lists:
-        names = []  # filled from the lists; files are checked during validation
-    else:
-        names = _glob_cases(spec.root, spec.labels)
+    # With case lists the lists define the cases (files are checked during validation).
+    names = [] if spec.case_lists else _glob_cases(spec.root, spec.labels)
     cases = [_folder_case(spec, n) for n in names]
     return DatasetLayout("folder", cases)
 

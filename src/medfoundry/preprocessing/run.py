@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from medfoundry.preprocessing.resample import (
 
 log = logging.getLogger(__name__)
 LOCATIONS_PER_CLASS = 10_000
+_TEST_DELAY_S = float(os.environ.get("MEDFOUNDRY_SLOW_TEST_DELAY", "0"))
 
 
 def preprocess_pool(pool_dir: str | os.PathLike, jobs: int = 1, progress: bool = True) -> dict:
@@ -114,6 +116,8 @@ def preprocess_case(
         "local_to_global": {str(k): v for k, v in local_to_global.items()},
         "classes_present": sorted(int(v) for v in np.unique(lab) if v != 0),
     }
+    if _TEST_DELAY_S:
+        time.sleep(_TEST_DELAY_S)  # lets the kill-and-resume test stop a run between two writes
     write_json(paths["properties"], props)  # last: marks the case complete
     return props
 

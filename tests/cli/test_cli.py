@@ -1,0 +1,69 @@
+"""The command line: help for every command, one-line errors, the main job end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from medfoundry.cli.main import main
+
+COMMANDS = [["synth"], ["pool"], ["pool", "build"], ["pool", "show"], ["plan"], ["preprocess"], ["run"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*cmd, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: medfoundry " + " ".join(cmd) in out and len(out.splitlines()) > 4
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["pool", "build", "missing.yaml", "-o", "x"], "missing.yaml: pool file not found"),
+    (["plan", "nowhere"], "pool.json"),
+    (["preprocess", "nowhere"], "pool.json"),
+    (["synth", "-o", "x", "--cases", "0"], "--cases must be at least 1"),
+])
+def test_bad_input_is_one_line_error(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medfoundry: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_validation_report_then_one_line_error(tmp_path, capsys):
+    (tmp_path / "d" / "imagesTr").mkdir(parents=True)
+    (tmp_path / "d" / "labelsTr").mkdir()
+    (tmp_path / "d" / "labelsTr" / "c1.nii.gz").write_bytes(b"junk")
+    (tmp_path / "d" / "imagesTr" / "c1.nii.gz").write_bytes(b"junk")
+    (tmp_path / "d" / "dataset.json").write_text(json.dumps({"modality": {"0": "MRI"}, "labels": {"0": "bg", "1": "a"}}))
+    (tmp_path / "p.yaml").write_text(f"name: t\ndatasets:\n  - {{name: d, root: {tmp_path / 'd'}}}\n")
+    assert main(["-q", "pool", "build", str(tmp_path / "p.yaml"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("d/c1: ") and "c1.nii.gz" in err[0]
+    assert err[-1].startswith("medfoundry: error: 1 problem(s) in 1 case(s)")
+    assert not (tmp_path / "out" / "pool.json").exists()
+
+
+def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
+    cmd = [sys.executable, "-m", "medfoundry.cli.main", "run", "-o", str(tmp_path / "w"), "--synth-cases", "3", "-q"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "pool 'synthetic-abdomen': 6 cases" in first.stdout
+    assert "1=liver, 2=spleen, 3=kidney, 4=liver_lesion, 5=gallbladder" in first.stdout
+    plan = json.loads((tmp_path / "w" / "pool" / "plan.json").read_text())
+    assert set(plan["datasets"]) == {"synthabdomenct", "synthabdomenmr"}
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "preprocess 0." in second.stdout.split("time:")[1]
+
+
+def test_main_job_on_real_data(data_dir, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "medfoundry.cli.main", "-q", "run", "--data", str(data_dir), "-o", str(tmp_path / "w")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "pool 'mri-pool': 360 cases" in out.stdout

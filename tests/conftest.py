@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+Real data is found through one setting, ``MEDFOUNDRY_DATA`` (default ``../shared/data`` next to the
+repository). Tests that need it skip with a reason when it is absent, unless
+``MEDFOUNDRY_REQUIRE_DATA=1`` (set by ``.ci/run``), where its absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MEDFOUNDRY_DATA", REPO.parent / "shared" / "data")).resolve()
+HIPPO = DATA / "msd_task04_hippocampus"
+ACDC = DATA / "acdc"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        msg = f"real data not found at {path} (set MEDFOUNDRY_DATA)"
+        if os.environ.get("MEDFOUNDRY_REQUIRE_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _require(DATA)
+
+
+@pytest.fixture(scope="session")
+def hippo_dir() -> Path:
+    return _require(HIPPO)
+
+
+@pytest.fixture(scope="session")
+def acdc_dir() -> Path:
+    return _require(ACDC)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic pool source (3 cases per dataset), made once per test session."""
+    from medfoundry.synth import write_synthetic_datasets
+
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic_datasets(out, cases=3, seed=7, progress=False)
+    return out
+
+
+def copy_hippo_cases(hippo: Path, dest: Path, n: int = 6) -> Path:
+    """Copy the first ``n`` real hippocampus cases (MSD layout) into ``dest`` to damage safely."""
+    cases = sorted(p.name for p in (hippo / "labelsTr").glob("*.nii.gz"))[:n]
+    for sub in ("imagesTr", "labelsTr"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+        for c in cases:
+            shutil.copy(hippo / sub / c, dest / sub / c)
+    shutil.copy(hippo / "dataset.json", dest / "dataset.json")
+    return dest
