@@ -46,7 +46,9 @@ def run_pipeline(
     elif data_dir is not None:
         spec = real_data_spec(data_dir)
     else:
-        spec = write_synthetic_datasets(work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress)
+        spec = write_synthetic_datasets(
+            work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress
+        )
         timings["synth_s"] = time.perf_counter() - t
     pool_dir = work / "pool"
     for step, fn in (
@@ -58,8 +60,13 @@ def run_pipeline(
         fn()
         timings[step] = round(time.perf_counter() - t, 3)
     pool = load_pool(pool_dir)
-    return {"pool_dir": str(pool_dir), "pool": pool["name"], "timings_s": timings, "datasets": {
-        n: d["num_cases"] for n, d in pool["datasets"].items()}, "labels": pool["labels"]}
+    return {
+        "pool_dir": str(pool_dir),
+        "pool": pool["name"],
+        "timings_s": timings,
+        "datasets": {n: d["num_cases"] for n, d in pool["datasets"].items()},
+        "labels": pool["labels"],
+    }
 
 
 def real_data_spec(data_dir: str | os.PathLike):
@@ -67,5 +74,7 @@ def real_data_spec(data_dir: str | os.PathLike):
     data = Path(data_dir).resolve()
     if not data.is_dir():
         raise MedfoundryError(f"{data}: data folder not found")
-    raw = yaml.safe_load(resources.files("medfoundry").joinpath("presets", REAL_DATA_PRESET).read_text())
+    raw = yaml.safe_load(
+        resources.files("medfoundry").joinpath("presets", REAL_DATA_PRESET).read_text()
+    )
     return pool_spec_from_dict(raw, base_dir=data, source=data / REAL_DATA_PRESET)

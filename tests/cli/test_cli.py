@@ -10,7 +10,15 @@ import pytest
 
 from medfoundry.cli.main import main
 
-COMMANDS = [["synth"], ["pool"], ["pool", "build"], ["pool", "show"], ["plan"], ["preprocess"], ["run"]]
+COMMANDS = [
+    ["synth"],
+    ["pool"],
+    ["pool", "build"],
+    ["pool", "show"],
+    ["plan"],
+    ["preprocess"],
+    ["run"],
+]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -22,12 +30,15 @@ def test_every_command_has_help(cmd, capsys):
     assert "usage: medfoundry " + " ".join(cmd) in out and len(out.splitlines()) > 4
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["pool", "build", "missing.yaml", "-o", "x"], "missing.yaml: pool file not found"),
-    (["plan", "nowhere"], "pool.json"),
-    (["preprocess", "nowhere"], "pool.json"),
-    (["synth", "-o", "x", "--cases", "0"], "--cases must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["pool", "build", "missing.yaml", "-o", "x"], "missing.yaml: pool file not found"),
+        (["plan", "nowhere"], "pool.json"),
+        (["preprocess", "nowhere"], "pool.json"),
+        (["synth", "-o", "x", "--cases", "0"], "--cases must be at least 1"),
+    ],
+)
 def test_bad_input_is_one_line_error(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -41,8 +52,12 @@ def test_validation_report_then_one_line_error(tmp_path, capsys):
     (tmp_path / "d" / "labelsTr").mkdir()
     (tmp_path / "d" / "labelsTr" / "c1.nii.gz").write_bytes(b"junk")
     (tmp_path / "d" / "imagesTr" / "c1.nii.gz").write_bytes(b"junk")
-    (tmp_path / "d" / "dataset.json").write_text(json.dumps({"modality": {"0": "MRI"}, "labels": {"0": "bg", "1": "a"}}))
-    (tmp_path / "p.yaml").write_text(f"name: t\ndatasets:\n  - {{name: d, root: {tmp_path / 'd'}}}\n")
+    (tmp_path / "d" / "dataset.json").write_text(
+        json.dumps({"modality": {"0": "MRI"}, "labels": {"0": "bg", "1": "a"}})
+    )
+    (tmp_path / "p.yaml").write_text(
+        f"name: t\ndatasets:\n  - {{name: d, root: {tmp_path / 'd'}}}\n"
+    )
     assert main(["-q", "pool", "build", str(tmp_path / "p.yaml"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("d/c1: ") and "c1.nii.gz" in err[0]
@@ -51,7 +66,17 @@ def test_validation_report_then_one_line_error(tmp_path, capsys):
 
 
 def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
-    cmd = [sys.executable, "-m", "medfoundry.cli.main", "run", "-o", str(tmp_path / "w"), "--synth-cases", "3", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medfoundry.cli.main",
+        "run",
+        "-o",
+        str(tmp_path / "w"),
+        "--synth-cases",
+        "3",
+        "-q",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "pool 'synthetic-abdomen': 6 cases" in first.stdout
@@ -63,7 +88,21 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
 
 
 def test_main_job_on_real_data(data_dir, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "medfoundry.cli.main", "-q", "run", "--data", str(data_dir), "-o", str(tmp_path / "w")],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medfoundry.cli.main",
+            "-q",
+            "run",
+            "--data",
+            str(data_dir),
+            "-o",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "pool 'mri-pool': 360 cases" in out.stdout

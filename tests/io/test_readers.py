@@ -16,8 +16,15 @@ def _volume(shape=(5, 6, 7), spacing=(3.0, 0.8, 0.7)) -> Volume:
     rng = np.random.default_rng(0)
     direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     theta = 0.3  # an oblique acquisition: rotate the in-plane axes
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    return Volume(rng.normal(size=(1, *shape)).astype(np.float32), spacing, (10.0, -20.0, 30.5), rot @ direction)
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
+    return Volume(
+        rng.normal(size=(1, *shape)).astype(np.float32),
+        spacing,
+        (10.0, -20.0, 30.5),
+        rot @ direction,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"])
@@ -38,7 +45,9 @@ def test_axis_contract_matches_simpleitk(tmp_path):
     np.testing.assert_array_equal(ours.array[0], sitk.GetArrayFromImage(img))
     np.testing.assert_allclose(ours.spacing_mm, img.GetSpacing()[::-1], atol=1e-6)
     np.testing.assert_allclose(ours.origin_mm, img.GetOrigin(), atol=1e-4)
-    np.testing.assert_allclose(ours.direction, np.array(img.GetDirection()).reshape(3, 3)[:, ::-1], atol=1e-6)
+    np.testing.assert_allclose(
+        ours.direction, np.array(img.GetDirection()).reshape(3, 3)[:, ::-1], atol=1e-6
+    )
 
 
 def test_nifti_rewrite_keeps_source_header_exactly(tmp_path, acdc_dir):
@@ -46,7 +55,10 @@ def test_nifti_rewrite_keeps_source_header_exactly(tmp_path, acdc_dir):
     out = write_volume(read_label(src), tmp_path / "copy.nii.gz")
     a, b = nib.load(src), nib.load(out)
     np.testing.assert_array_equal(a.affine, b.affine)
-    assert a.header["sform_code"] == b.header["sform_code"] and a.header["qform_code"] == b.header["qform_code"]
+    assert (
+        a.header["sform_code"] == b.header["sform_code"]
+        and a.header["qform_code"] == b.header["qform_code"]
+    )
     np.testing.assert_array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
 
 
@@ -68,7 +80,10 @@ def test_hippocampus_image_geometry(hippo_dir):
 def test_channels_from_separate_files_and_4d_nifti(tmp_path):
     a, b = _volume(), _volume()
     b.array = b.array * 2 + 1
-    pa, pb = write_volume(a, tmp_path / "c_0000.nii.gz"), write_volume(b, tmp_path / "c_0001.nii.gz")
+    pa, pb = (
+        write_volume(a, tmp_path / "c_0000.nii.gz"),
+        write_volume(b, tmp_path / "c_0001.nii.gz"),
+    )
     two = read_image([pa, pb])
     assert two.array.shape == (2, 5, 6, 7)
     np.testing.assert_allclose(two.array[1], b.array[0])
@@ -78,7 +93,10 @@ def test_channels_from_separate_files_and_4d_nifti(tmp_path):
 
 def test_channel_geometry_mismatch_is_an_error(tmp_path):
     a, b = _volume(), _volume(spacing=(3.0, 0.8, 0.9))
-    pa, pb = write_volume(a, tmp_path / "c_0000.nii.gz"), write_volume(b, tmp_path / "c_0001.nii.gz")
+    pa, pb = (
+        write_volume(a, tmp_path / "c_0000.nii.gz"),
+        write_volume(b, tmp_path / "c_0001.nii.gz"),
+    )
     with pytest.raises(VolumeReadError, match="c_0001.nii.gz: channel geometry"):
         read_image([pa, pb])
 
@@ -96,7 +114,9 @@ def test_dicom_series_folder(tmp_path):
     for z in range(arr.shape[0]):
         sl = img[:, :, z]
         sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")  # one series
-        sl.SetMetaData("0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, z))))
+        sl.SetMetaData(
+            "0020|0032", "\\".join(str(v) for v in img.TransformIndexToPhysicalPoint((0, 0, z)))
+        )
         sl.SetMetaData("0020|0013", str(z))
         sl.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
         writer.SetFileName(str(folder / f"{z:03d}.dcm"))
@@ -121,9 +141,15 @@ def _corrupt(tmp_path, hippo_dir, kind):
     return path
 
 
-@pytest.mark.parametrize("kind,reason", [
-    ("empty", "empty"), ("truncated", "truncated"), ("garbage", "unreadable|corrupt"), ("bad_gzip", "corrupt|unreadable"),
-])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("empty", "empty"),
+        ("truncated", "truncated"),
+        ("garbage", "unreadable|corrupt"),
+        ("bad_gzip", "corrupt|unreadable"),
+    ],
+)
 def test_bad_files_give_an_error_naming_file_and_reason(tmp_path, hippo_dir, kind, reason):
     path = _corrupt(tmp_path, hippo_dir, kind)
     with pytest.raises(VolumeReadError, match=reason) as err:

@@ -10,7 +10,12 @@ import pytest
 from medfoundry import MedfoundryError
 from medfoundry.models.sizes import get_size
 from medfoundry.planning import make_plan
-from medfoundry.planning.layout import estimate_memory_bytes, plan_patch, stage_strides, total_stride
+from medfoundry.planning.layout import (
+    estimate_memory_bytes,
+    plan_patch,
+    stage_strides,
+    total_stride,
+)
 from medfoundry.planning.spacing import target_spacing
 from medfoundry.pool import build_pool
 
@@ -44,8 +49,13 @@ def test_plan_patch_fits_the_budget_and_the_stride():
     for gb in (2, 8, 24):
         out = plan_patch(size, [120, 300, 300], [1.0, 1.0, 1.0], gb * 2**30, total_pool_vox=1e10)
         strides = [s["stride"] for s in out["stages"]]
-        assert all(p % t == 0 for p, t in zip(out["patch_size_vox"], total_stride(strides), strict=True))
-        assert estimate_memory_bytes(size, out["patch_size_vox"], strides, out["batch_size"]) <= gb * 2**30
+        assert all(
+            p % t == 0 for p, t in zip(out["patch_size_vox"], total_stride(strides), strict=True)
+        )
+        assert (
+            estimate_memory_bytes(size, out["patch_size_vox"], strides, out["batch_size"])
+            <= gb * 2**30
+        )
     small = plan_patch(size, [120, 300, 300], [1.0, 1.0, 1.0], 2 * 2**30, 1e10)["patch_size_vox"]
     large = plan_patch(size, [120, 300, 300], [1.0, 1.0, 1.0], 24 * 2**30, 1e10)["patch_size_vox"]
     assert np.prod(large) > np.prod(small)
@@ -76,7 +86,11 @@ def test_ct_gets_dataset_clipping_and_mr_per_case_zscore(synth_pool):
 
 
 def test_fixed_patch_must_match_the_stride(synth_pool):
-    plan = json.loads(make_plan(synth_pool, model="tsfm_test", patch_size_vox=[16, 64, 64], batch_size=3).read_text())
+    plan = json.loads(
+        make_plan(
+            synth_pool, model="tsfm_test", patch_size_vox=[16, 64, 64], batch_size=3
+        ).read_text()
+    )
     assert plan["patch_size_vox"] == [16, 64, 64] and plan["batch_size"] == 3
     with pytest.raises(MedfoundryError, match="divisible"):
         make_plan(synth_pool, model="tsfm_test", patch_size_vox=[17, 64, 64])

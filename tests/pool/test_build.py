@@ -43,8 +43,12 @@ def real_pool(tmp_path_factory, hippo_dir, acdc_dir):
 
 def test_real_pool_label_space_and_datasets(real_pool):
     assert real_pool["labels"] == {
-        "background": 0, "hippocampus_anterior": 1, "hippocampus_posterior": 2,
-        "right_ventricle": 3, "myocardium": 4, "left_ventricle": 5,
+        "background": 0,
+        "hippocampus_anterior": 1,
+        "hippocampus_posterior": 2,
+        "right_ventricle": 3,
+        "myocardium": 4,
+        "left_ventricle": 5,
     }
     hip, acdc = real_pool["datasets"]["hippocampus"], real_pool["datasets"]["acdc"]
     assert (hip["num_cases"], acdc["num_cases"]) == (200, 160)
@@ -63,12 +67,19 @@ def test_real_pool_sampling_probabilities_follow_inverse_sqrt(real_pool):
 
 
 def test_real_pool_case_records(real_pool):
-    first = next(c for c in real_pool["cases"] if c["id"] == "acdc/patient099_frame01")  # first of train.list
+    first = next(
+        c for c in real_pool["cases"] if c["id"] == "acdc/patient099_frame01"
+    )  # first of train.list
     assert first["valid_labels"] == [3, 4, 5]
-    assert first["images"] == [first["images"][0]] and first["images"][0].endswith("images/patient099_frame01.nii.gz")
+    assert first["images"] == [first["images"][0]] and first["images"][0].endswith(
+        "images/patient099_frame01.nii.gz"
+    )
     assert first["shape"] == list(nib.load(first["label"]).shape[::-1])
     assert first["spacing"] == [1.0, 1.0, 1.0]
-    assert [c["id"] for c in real_pool["cases"] if c["dataset"] == "acdc"][:2] == ["acdc/patient099_frame01", "acdc/patient099_frame02"]
+    assert [c["id"] for c in real_pool["cases"] if c["dataset"] == "acdc"][:2] == [
+        "acdc/patient099_frame01",
+        "acdc/patient099_frame02",
+    ]
 
 
 @pytest.fixture
@@ -78,8 +89,10 @@ def hippo_copy(tmp_path, hippo_dir):
 
 def _spec(tmp_path, root, extra=""):
     path = tmp_path / "pool.yaml"
-    path.write_text(f"name: t\ndatasets:\n  - name: hippo\n    root: {root}\n    modality: MRI\n"
-                    f"    label_map: {{1: anterior, 2: posterior}}\n{extra}")
+    path.write_text(
+        f"name: t\ndatasets:\n  - name: hippo\n    root: {root}\n    modality: MRI\n"
+        f"    label_map: {{1: anterior, 2: posterior}}\n{extra}"
+    )
     return path
 
 
@@ -119,7 +132,14 @@ def _damage(root, how):
     raise AssertionError(how)
 
 
-DAMAGES = ["missing image", "shape mismatch", "geometry mismatch", "unknown label", "nan", "unreadable"]
+DAMAGES = [
+    "missing image",
+    "shape mismatch",
+    "geometry mismatch",
+    "unknown label",
+    "nan",
+    "unreadable",
+]
 
 
 @pytest.mark.parametrize("how", DAMAGES)
@@ -158,7 +178,9 @@ def test_skip_invalid_records_why(tmp_path, hippo_dir):
     pool = load_pool(tmp_path / "out")
     assert len(pool["cases"]) == 3 and pool["datasets"]["hippo"]["num_cases"] == 3
     skipped = pool["skipped"]
-    assert len(skipped) == 1 and "NaN/Inf" in skipped[0]["reason"] and image.name in skipped[0]["file"]
+    assert (
+        len(skipped) == 1 and "NaN/Inf" in skipped[0]["reason"] and image.name in skipped[0]["file"]
+    )
     assert math.isclose(sum(c["sampling_probability"] for c in pool["cases"]), 1.0)
 
 
@@ -178,5 +200,13 @@ def test_nnunet_layout_multichannel_and_default_label_names(tmp_path, synth_dir)
     pool = load_pool(tmp_path / "out")
     assert pool["datasets"]["two"]["layout"] == "nnunet"
     assert pool["datasets"]["two"]["modality"] == ["CT", "CT"]
-    assert all(len(c["images"]) == 2 and c["images"][1].endswith("_0001.nii.gz") for c in pool["cases"])
-    assert pool["labels"] == {"background": 0, "liver": 1, "spleen": 2, "kidney": 3, "liver_lesion": 4}
+    assert all(
+        len(c["images"]) == 2 and c["images"][1].endswith("_0001.nii.gz") for c in pool["cases"]
+    )
+    assert pool["labels"] == {
+        "background": 0,
+        "liver": 1,
+        "spleen": 2,
+        "kidney": 3,
+        "liver_lesion": 4,
+    }

@@ -14,7 +14,9 @@ from medfoundry.pool.spec import load_pool_spec
 
 
 def test_global_ids_follow_first_appearance():
-    space = LabelSpace.from_label_maps([{2: "spleen", 1: "liver"}, {1: "kidney", 2: "liver", 3: None}])
+    space = LabelSpace.from_label_maps(
+        [{2: "spleen", 1: "liver"}, {1: "kidney", 2: "liver", 3: None}]
+    )
     assert space.to_dict() == {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
     assert space.local_to_global({1: "kidney", 2: "liver", 3: None}) == {1: 3, 2: 1, 3: 0}
 
@@ -40,17 +42,23 @@ def test_sampling_rules_hand_computed():
         sampling_probabilities(datasets, "bogus")
 
 
-@pytest.mark.parametrize("text,message", [
-    ("name: x\ndatasets: []\n", "'datasets' is missing or empty"),
-    ("name: x\ndatasets:\n  - {name: a, root: a, colour: red}\n", "unknown key 'colour'"),
-    ("name: x\ndatasets:\n  - {name: a}\n", "'root' is required"),
-    ("name: x\ndatasets:\n  - {name: a, root: a, label_map: {zero: liver}}\n", "not an integer label id"),
-    ("name: x\ndatasets:\n  - {name: a, root: a, label_map: {0: liver}}\n", "0 is background"),
-    ("name: x\ndatasets:\n  - {name: a, root: a, images: img.nii.gz}\n", "must contain"),
-    ("name: x\ndatasets:\n  - {name: a, root: a}\n  - {name: a, root: b}\n", "must be unique"),
-    ("name: x\nsampling: often\ndatasets:\n  - {name: a, root: a}\n", "unknown sampling rule"),
-    ("name: [x\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("name: x\ndatasets: []\n", "'datasets' is missing or empty"),
+        ("name: x\ndatasets:\n  - {name: a, root: a, colour: red}\n", "unknown key 'colour'"),
+        ("name: x\ndatasets:\n  - {name: a}\n", "'root' is required"),
+        (
+            "name: x\ndatasets:\n  - {name: a, root: a, label_map: {zero: liver}}\n",
+            "not an integer label id",
+        ),
+        ("name: x\ndatasets:\n  - {name: a, root: a, label_map: {0: liver}}\n", "0 is background"),
+        ("name: x\ndatasets:\n  - {name: a, root: a, images: img.nii.gz}\n", "must contain"),
+        ("name: x\ndatasets:\n  - {name: a, root: a}\n  - {name: a, root: b}\n", "must be unique"),
+        ("name: x\nsampling: often\ndatasets:\n  - {name: a, root: a}\n", "unknown sampling rule"),
+        ("name: [x\n", "not valid YAML"),
+    ],
+)
 def test_pool_file_errors_are_one_line_and_name_the_problem(tmp_path, text, message):
     path = tmp_path / "pool.yaml"
     path.write_text(text)
@@ -62,7 +70,9 @@ def test_pool_file_errors_are_one_line_and_name_the_problem(tmp_path, text, mess
 def test_roots_are_relative_to_the_pool_file(tmp_path):
     (tmp_path / "sub").mkdir()
     path = tmp_path / "sub" / "pool.yaml"
-    path.write_text("name: x\ndatasets:\n  - {name: a, root: ../data, label_map: {1: liver, 2: null}}\n")
+    path.write_text(
+        "name: x\ndatasets:\n  - {name: a, root: ../data, label_map: {1: liver, 2: null}}\n"
+    )
     spec = load_pool_spec(path)
     assert spec.datasets[0].root == (tmp_path / "data").resolve()
     assert spec.datasets[0].label_map == {1: "liver", 2: None}

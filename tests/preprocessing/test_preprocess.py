@@ -70,16 +70,28 @@ def resampled_acdc(tmp_path_factory, acdc_dir):
     target spacing differs from every case's and each case is resampled (anisotropic: 5-10 mm slices)."""
     tmp = tmp_path_factory.mktemp("acdcres")
     cases = [line.strip() for line in (acdc_dir / "val.list").read_text().split()][:6]
-    spacings = [(1.3, 1.3, 5.0), (1.5, 1.5, 10.0), (1.6, 1.6, 6.5), (1.4, 1.4, 8.0), (1.7, 1.7, 10.0), (1.45, 1.45, 7.0)]
+    spacings = [
+        (1.3, 1.3, 5.0),
+        (1.5, 1.5, 10.0),
+        (1.6, 1.6, 6.5),
+        (1.4, 1.4, 8.0),
+        (1.7, 1.7, 10.0),
+        (1.45, 1.45, 7.0),
+    ]
     for sub in ("images", "labels"):
         (tmp / "data" / sub).mkdir(parents=True)
         for case, sp in zip(cases, spacings, strict=True):
             img = nib.load(acdc_dir / sub / f"{case}.nii.gz")
             aff = np.diag([*sp, 1.0])
-            nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), aff), tmp / "data" / sub / f"{case}.nii.gz")
+            nib.save(
+                nib.Nifti1Image(np.asanyarray(img.dataobj), aff),
+                tmp / "data" / sub / f"{case}.nii.gz",
+            )
     spec = tmp / "pool.yaml"
-    spec.write_text("name: r\ndatasets:\n  - name: acdc\n    root: data\n    images: images/{case}.nii.gz\n"
-                    "    labels: labels/{case}.nii.gz\n    modality: MRI\n    label_map: {1: rv, 2: myo, 3: lv}\n")
+    spec.write_text(
+        "name: r\ndatasets:\n  - name: acdc\n    root: data\n    images: images/{case}.nii.gz\n"
+        "    labels: labels/{case}.nii.gz\n    modality: MRI\n    label_map: {1: rv, 2: myo, 3: lv}\n"
+    )
     build_pool(spec, tmp / "pool", progress=False)
     make_plan(tmp / "pool", model="tsfm_s")
     preprocess_pool(tmp / "pool", jobs=2, progress=False)
@@ -106,7 +118,9 @@ def test_fast_label_resampling_equals_one_hot_stack_argmax():
     from medfoundry.preprocessing.resample import _zoom
 
     for shape, thick in (((12, 5, 17), None), ((3, 14, 14), 0)):
-        stack = np.stack([_zoom((label == c).astype(np.float32), shape, 1, thick) for c in range(4)])
+        stack = np.stack(
+            [_zoom((label == c).astype(np.float32), shape, 1, thick) for c in range(4)]
+        )
         slow = np.argmax(stack, axis=0)  # first maximum wins, as in the running maximum
         np.testing.assert_array_equal(resample_label(label, shape, thick), slow)
 
@@ -120,7 +134,19 @@ def test_killed_preprocessing_resumes_and_keeps_finished_cases(tmp_path, resampl
     build_pool(spec, tmp_path / "pool", progress=False)
     make_plan(tmp_path / "pool", model="tsfm_test")
     env = {**os.environ, "MEDFOUNDRY_SLOW_TEST_DELAY": "0.05"}
-    proc = subprocess.Popen([sys.executable, "-m", "medfoundry.cli.main", "-q", "preprocess", str(tmp_path / "pool"), "-j", "1"], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medfoundry.cli.main",
+            "-q",
+            "preprocess",
+            str(tmp_path / "pool"),
+            "-j",
+            "1",
+        ],
+        env=env,
+    )
     cache = tmp_path / "pool" / "preprocessed" / "hippo"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(cache.glob("*.json"))) < 5:
@@ -140,5 +166,7 @@ def test_killed_preprocessing_resumes_and_keeps_finished_cases(tmp_path, resampl
     pool = load_pool(tmp_path / "pool")
     for case in pool["cases"]:
         _, label, props = load_case(tmp_path / "pool", case["id"])
-        np.testing.assert_array_equal(invert_label(np.asarray(label), props), read_label(case["label"]).array[0])
+        np.testing.assert_array_equal(
+            invert_label(np.asarray(label), props), read_label(case["label"]).array[0]
+        )
     assert case_paths(tmp_path / "pool", pool["cases"][0]["id"])["image"].is_file()

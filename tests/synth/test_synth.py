@@ -30,8 +30,12 @@ def test_ct_intensities_are_hounsfield_like(synth_dir):
 
 
 def test_label_sets_overlap_only_in_part(synth_dir):
-    ct = json.loads((synth_dir / "Dataset901_SynthAbdomenCT" / "dataset.json").read_text())["labels"]
-    mr = json.loads((synth_dir / "Dataset902_SynthAbdomenMR" / "dataset.json").read_text())["labels"]
+    ct = json.loads((synth_dir / "Dataset901_SynthAbdomenCT" / "dataset.json").read_text())[
+        "labels"
+    ]
+    mr = json.loads((synth_dir / "Dataset902_SynthAbdomenMR" / "dataset.json").read_text())[
+        "labels"
+    ]
     shared = set(ct) & set(mr) - {"background"}
     assert shared == {"liver", "kidney"} and set(ct) != set(mr)
     for ds, n in (("Dataset901_SynthAbdomenCT", 4), ("Dataset902_SynthAbdomenMR", 3)):

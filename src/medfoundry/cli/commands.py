@@ -18,13 +18,19 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
 
 
 def _jobs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-j", "--jobs", type=int, default=2, metavar="N", help="worker processes (default 2)")
+    p.add_argument(
+        "-j", "--jobs", type=int, default=2, metavar="N", help="worker processes (default 2)"
+    )
 
 
 def _add_synth(sub, common) -> None:
-    p = sub.add_parser("synth", parents=[common], help="write the built-in synthetic phantom datasets (nnU-Net layout)",
-                       description="Write synthetic abdominal CT and MR phantom datasets in nnU-Net v2 layout, "
-                       "with partly overlapping label sets, and a pool.yaml over them. Deterministic by seed.")
+    p = sub.add_parser(
+        "synth",
+        parents=[common],
+        help="write the built-in synthetic phantom datasets (nnU-Net layout)",
+        description="Write synthetic abdominal CT and MR phantom datasets in nnU-Net v2 layout, "
+        "with partly overlapping label sets, and a pool.yaml over them. Deterministic by seed.",
+    )
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--cases", type=int, default=16, help="cases per dataset (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -35,20 +41,37 @@ def _add_synth(sub, common) -> None:
 def _synth(a) -> None:
     if a.cases < 1:
         raise api.MedfoundryError(f"--cases must be at least 1, got {a.cases}")
-    pool_file = api.write_synthetic_datasets(a.out, cases=a.cases, seed=a.seed, jobs=a.jobs, progress=not a.quiet)
+    pool_file = api.write_synthetic_datasets(
+        a.out, cases=a.cases, seed=a.seed, jobs=a.jobs, progress=not a.quiet
+    )
     print(f"wrote synthetic datasets and {pool_file}")
 
 
 def _add_pool(sub, common) -> None:
-    p = sub.add_parser("pool", parents=[common], help="build or show a dataset pool", description="Dataset pools: several datasets fused into one label space.")
+    p = sub.add_parser(
+        "pool",
+        parents=[common],
+        help="build or show a dataset pool",
+        description="Dataset pools: several datasets fused into one label space.",
+    )
     psub = p.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
-    b = psub.add_parser("build", parents=[common], help="validate datasets and write POOL_DIR/pool.json",
-                        description="Read a pool file, validate every case (files, shapes, geometry, label values, "
-                        "NaN/Inf) and write POOL_DIR/pool.json. Any problem fails the build unless --skip-invalid.")
+    b = psub.add_parser(
+        "build",
+        parents=[common],
+        help="validate datasets and write POOL_DIR/pool.json",
+        description="Read a pool file, validate every case (files, shapes, geometry, label values, "
+        "NaN/Inf) and write POOL_DIR/pool.json. Any problem fails the build unless --skip-invalid.",
+    )
     b.add_argument("pool_file", type=Path, metavar="POOL.yaml")
     b.add_argument("-o", "--out", required=True, type=Path, metavar="POOL_DIR")
-    b.add_argument("--skip-invalid", action="store_true", help="drop invalid cases (recorded in pool.json 'skipped')")
-    b.add_argument("--sampling", choices=sorted(SAMPLING_RULES), help="override the pool file's sampling rule")
+    b.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="drop invalid cases (recorded in pool.json 'skipped')",
+    )
+    b.add_argument(
+        "--sampling", choices=sorted(SAMPLING_RULES), help="override the pool file's sampling rule"
+    )
     _jobs(b)
     b.set_defaults(func=_pool_build)
     s = psub.add_parser("show", parents=[common], help="summarise POOL_DIR/pool.json")
@@ -57,7 +80,14 @@ def _add_pool(sub, common) -> None:
 
 
 def _pool_build(a) -> None:
-    path = api.build_pool(a.pool_file, a.out, skip_invalid=a.skip_invalid, jobs=a.jobs, sampling=a.sampling, progress=not a.quiet)
+    path = api.build_pool(
+        a.pool_file,
+        a.out,
+        skip_invalid=a.skip_invalid,
+        jobs=a.jobs,
+        sampling=a.sampling,
+        progress=not a.quiet,
+    )
     pool = api.load_pool(a.out)
     if pool["skipped"]:
         print(f"skipped {len({s['case'] for s in pool['skipped']})} invalid case(s):")
@@ -76,38 +106,70 @@ def _print_pool(pool: dict) -> None:
     for name, d in pool["datasets"].items():
         share = sum(c["sampling_probability"] for c in pool["cases"] if c["dataset"] == name)
         mapped = ", ".join(f"{k}->{v}" for k, v in d["local_to_global"].items())
-        print(f"  {name:<20} {d['num_cases']:>5} cases  {'/'.join(d['modality']):<6} share {share:.3f}  labels {mapped}")
-    print("  global labels: " + ", ".join(f"{i}={n}" for n, i in sorted(pool["labels"].items(), key=lambda kv: kv[1])))
+        print(
+            f"  {name:<20} {d['num_cases']:>5} cases  {'/'.join(d['modality']):<6} share {share:.3f}  labels {mapped}"
+        )
+    print(
+        "  global labels: "
+        + ", ".join(f"{i}={n}" for n, i in sorted(pool["labels"].items(), key=lambda kv: kv[1]))
+    )
 
 
 def _add_plan(sub, common) -> None:
-    p = sub.add_parser("plan", parents=[common], help="fingerprint the pool and write POOL_DIR/plan.json",
-                       description="Compute the dataset fingerprint and write plan.json: target spacing and "
-                       "normalisation per dataset, patch size, batch size and stage layout for a model and memory budget.")
+    p = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="fingerprint the pool and write POOL_DIR/plan.json",
+        description="Compute the dataset fingerprint and write plan.json: target spacing and "
+        "normalisation per dataset, patch size, batch size and stage layout for a model and memory budget.",
+    )
     p.add_argument("pool_dir", type=Path, metavar="POOL_DIR")
-    p.add_argument("--model", default="tsfm_s", choices=sorted(MODEL_SIZES), help="model size to plan for (default tsfm_s)")
-    p.add_argument("--memory-gb", type=float, default=8.0, help="training memory budget in GB (default 8)")
-    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fix the patch size (voxels)")
+    p.add_argument(
+        "--model",
+        default="tsfm_s",
+        choices=sorted(MODEL_SIZES),
+        help="model size to plan for (default tsfm_s)",
+    )
+    p.add_argument(
+        "--memory-gb", type=float, default=8.0, help="training memory budget in GB (default 8)"
+    )
+    p.add_argument(
+        "--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fix the patch size (voxels)"
+    )
     p.add_argument("--batch-size", type=int, help="fix the batch size")
     p.set_defaults(func=_plan)
 
 
 def _plan(a) -> None:
-    path = api.make_plan(a.pool_dir, model=a.model, memory_gb=a.memory_gb, patch_size_vox=a.patch, batch_size=a.batch_size)
+    path = api.make_plan(
+        a.pool_dir,
+        model=a.model,
+        memory_gb=a.memory_gb,
+        patch_size_vox=a.patch,
+        batch_size=a.batch_size,
+    )
     plan = json.loads(path.read_text())
     for name, d in plan["datasets"].items():
         norm = ",".join(n["scheme"] for n in d["normalization"])
-        print(f"  {name:<20} spacing {d['target_spacing_mm']} mm  median shape {d['median_shape_vox']}  norm {norm}")
+        print(
+            f"  {name:<20} spacing {d['target_spacing_mm']} mm  median shape {d['median_shape_vox']}  norm {norm}"
+        )
     strides = " ".join("x".join(map(str, s["stride"])) for s in plan["stages"])
-    print(f"  patch {plan['patch_size_vox']}  batch {plan['batch_size']}  stages {len(plan['stages'])} (strides {strides})"
-          f"  ~{plan['estimated_memory_gb']} GB for {plan['model']}")
+    print(
+        f"  patch {plan['patch_size_vox']}  batch {plan['batch_size']}  stages {len(plan['stages'])} (strides {strides})"
+        f"  ~{plan['estimated_memory_gb']} GB for {plan['model']}"
+    )
     print(f"wrote {path}")
 
 
 def _add_preprocess(sub, common) -> None:
-    p = sub.add_parser("preprocess", parents=[common], help="crop, normalise, resample and cache every case",
-                       description="Preprocess every case of a planned pool into POOL_DIR/preprocessed. "
-                       "Resumable: finished cases are kept; kill and rerun at will.")
+    p = sub.add_parser(
+        "preprocess",
+        parents=[common],
+        help="crop, normalise, resample and cache every case",
+        description="Preprocess every case of a planned pool into POOL_DIR/preprocessed. "
+        "Resumable: finished cases are kept; kill and rerun at will.",
+    )
     p.add_argument("pool_dir", type=Path, metavar="POOL_DIR")
     _jobs(p)
     p.set_defaults(func=_preprocess)
@@ -119,26 +181,51 @@ def _preprocess(a) -> None:
 
 
 def _add_run(sub, common) -> None:
-    p = sub.add_parser("run", parents=[common], help="the main job: data -> pool -> plan -> preprocess",
-                       description="Run the whole flow. Without --data or --pool it generates the built-in synthetic "
-                       "datasets; --data DIR uses the real-data preset (hippocampus + ACDC) in a folder laid out like "
-                       "../shared/data. A second run reuses finished steps.")
-    p.add_argument("-o", "--out", type=Path, default=Path("work_dirs/main"), metavar="WORK_DIR", help="default work_dirs/main")
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="the main job: data -> pool -> plan -> preprocess",
+        description="Run the whole flow. Without --data or --pool it generates the built-in synthetic "
+        "datasets; --data DIR uses the real-data preset (hippocampus + ACDC) in a folder laid out like "
+        "../shared/data. A second run reuses finished steps.",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("work_dirs/main"),
+        metavar="WORK_DIR",
+        help="default work_dirs/main",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", type=Path, metavar="DIR", help="real data folder (like ../shared/data)")
+    src.add_argument(
+        "--data", type=Path, metavar="DIR", help="real data folder (like ../shared/data)"
+    )
     src.add_argument("--pool", type=Path, metavar="POOL.yaml", help="your own pool file")
     p.add_argument("--model", default="tsfm_s", choices=sorted(MODEL_SIZES))
     p.add_argument("--memory-gb", type=float, default=8.0)
-    p.add_argument("--synth-cases", type=int, default=16, help="cases per synthetic dataset (default 16)")
+    p.add_argument(
+        "--synth-cases", type=int, default=16, help="cases per synthetic dataset (default 16)"
+    )
     _jobs(p)
     p.set_defaults(func=_run)
 
 
 def _run(a) -> None:
-    s = api.run_pipeline(a.out, data_dir=a.data, pool_file=a.pool, jobs=a.jobs, model=a.model,
-                         memory_gb=a.memory_gb, synth_cases=a.synth_cases, progress=not a.quiet)
+    s = api.run_pipeline(
+        a.out,
+        data_dir=a.data,
+        pool_file=a.pool,
+        jobs=a.jobs,
+        model=a.model,
+        memory_gb=a.memory_gb,
+        synth_cases=a.synth_cases,
+        progress=not a.quiet,
+    )
     _print_pool(api.load_pool(s["pool_dir"]))
     plan = api.load_plan(s["pool_dir"])
-    print(f"  plan: patch {plan['patch_size_vox']}, batch {plan['batch_size']}, {len(plan['stages'])} stages")
+    print(
+        f"  plan: patch {plan['patch_size_vox']}, batch {plan['batch_size']}, {len(plan['stages'])} stages"
+    )
     print("  time: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in s["timings_s"].items()))
     print(f"done -> {s['pool_dir']}")

@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medfoundry {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars, warnings only"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_all(sub, _common_options())
     return parser
@@ -33,8 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _common_options() -> argparse.ArgumentParser:
     """-q/--debug accepted after the subcommand too (SUPPRESS keeps the top-level value otherwise)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars, warnings only")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and debug logs",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars, warnings only",
+    )
     return common
 
 
@@ -60,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - never a bare traceback for users
         if args.debug or os.environ.get("MEDFOUNDRY_DEBUG"):
             raise
-        print(f"medfoundry: internal error: {type(err).__name__}: {err} (rerun with --debug for details)", file=sys.stderr)
+        print(
+            f"medfoundry: internal error: {type(err).__name__}: {err} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

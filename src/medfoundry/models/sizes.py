@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from medfoundry import MedfoundryError
+
+MIN_FEATURE_MAP_VOX = 4
+"""No axis is down-sampled below this many voxels at the bottleneck."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,9 @@ _LADDER = [
     ModelSize("tsfm_s", 16, 256, (1, 2, 2, 2, 2), 384, 6, 6),
     ModelSize("tsfm_b", 32, 320, (1, 2, 3, 3, 3, 3), 768, 12, 12),
     ModelSize("tsfm_l", 64, 512, (2, 3, 4, 4, 4, 4), 1024, 24, 16),
-    ModelSize("tsfm_h", 96, 768, (2, 4, 6, 6, 6, 6), 1536, 40, 16),
+    ModelSize(
+        "tsfm_h", 96, 768, (2, 4, 6, 6, 6, 6), 1536, 32, 16
+    ),  # ~1.66B parameters (TSFM: ~1.6B)
 ]
 
 MODEL_SIZES: dict[str, ModelSize] = {s.name: s for s in _LADDER}
@@ -72,3 +79,31 @@ def get_size(name: str) -> ModelSize:
         raise MedfoundryError(
             f"unknown model '{name}' (choose from {', '.join(MODEL_SIZES)})"
         ) from None
+
+
+def stage_strides(
+    patch_vox: list[int], spacing_mm: list[float], max_stages: int
+) -> list[list[int]]:
+    """Per-stage strides ``(Z, Y, X)``; stage 0 (the stem) has stride 1.
+
+    An axis is halved at a stage while its feature map stays >= 2 * MIN_FEATURE_MAP_VOX voxels and its
+    current spacing is at most twice the finest current spacing (so thick-slice axes wait).
+    """
+    size = np.array(patch_vox, dtype=np.float64)
+    spacing = np.array(spacing_mm, dtype=np.float64)
+    strides = [[1, 1, 1]]
+    while len(strides) < max_stages:
+        stride = [
+            2 if size[a] >= 2 * MIN_FEATURE_MAP_VOX and spacing[a] <= 2 * spacing.min() else 1
+            for a in range(3)
+        ]
+        if stride == [1, 1, 1]:
+            break
+        strides.append(stride)
+        size /= stride
+        spacing *= stride
+    return strides
+
+
+def total_stride(strides: list[list[int]]) -> list[int]:
+    return [int(np.prod([s[a] for s in strides])) for a in range(3)]

@@ -17,41 +17,11 @@ import math
 
 import numpy as np
 
-from medfoundry.models.sizes import ModelSize
+from medfoundry.models.sizes import MIN_FEATURE_MAP_VOX, ModelSize, stage_strides, total_stride
 
-MIN_FEATURE_MAP_VOX = 4
-"""No axis is down-sampled below this many voxels at the bottleneck."""
 MAX_BATCH = 32
 BATCH_DATASET_FRACTION = 0.05
 """A batch may cover at most this fraction of all the pool's voxels (nnU-Net's rule)."""
-
-
-def stage_strides(
-    patch_vox: list[int], spacing_mm: list[float], max_stages: int
-) -> list[list[int]]:
-    """Per-stage strides ``(Z, Y, X)``; stage 0 (the stem) has stride 1.
-
-    An axis is halved at a stage while its feature map stays >= 2 * MIN_FEATURE_MAP_VOX voxels and its
-    current spacing is at most twice the finest current spacing (so thick-slice axes wait).
-    """
-    size = np.array(patch_vox, dtype=np.float64)
-    spacing = np.array(spacing_mm, dtype=np.float64)
-    strides = [[1, 1, 1]]
-    while len(strides) < max_stages:
-        stride = [
-            2 if size[a] >= 2 * MIN_FEATURE_MAP_VOX and spacing[a] <= 2 * spacing.min() else 1
-            for a in range(3)
-        ]
-        if stride == [1, 1, 1]:
-            break
-        strides.append(stride)
-        size /= stride
-        spacing *= stride
-    return strides
-
-
-def total_stride(strides: list[list[int]]) -> list[int]:
-    return [int(np.prod([s[a] for s in strides])) for a in range(3)]
 
 
 def count_params(size: ModelSize, num_stages: int, in_channels: int, num_classes: int) -> int:

@@ -24,9 +24,9 @@ import numpy as np
 
 from medfoundry import MedfoundryError, __version__
 from medfoundry.io.jsonfile import read_json, write_json
-from medfoundry.models.sizes import get_size
+from medfoundry.models.sizes import get_size, stage_strides
 from medfoundry.planning.fingerprint import compute_fingerprint
-from medfoundry.planning.layout import estimate_memory_bytes, plan_patch, stage_strides
+from medfoundry.planning.layout import estimate_memory_bytes, plan_patch
 from medfoundry.planning.spacing import is_anisotropic, target_spacing
 from medfoundry.pool.build import load_pool
 

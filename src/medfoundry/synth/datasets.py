@@ -36,8 +36,20 @@ class SynthDataset:
 
 
 SYNTH_DATASETS = (
-    SynthDataset("Dataset901_SynthAbdomenCT", "CT", ("liver", "spleen", "kidney", "liver_lesion"), (4.0, 3.0, 3.0), "int16"),
-    SynthDataset("Dataset902_SynthAbdomenMR", "MR", ("liver", "kidney", "gallbladder"), (8.0, 2.5, 2.5), "float32"),
+    SynthDataset(
+        "Dataset901_SynthAbdomenCT",
+        "CT",
+        ("liver", "spleen", "kidney", "liver_lesion"),
+        (4.0, 3.0, 3.0),
+        "int16",
+    ),
+    SynthDataset(
+        "Dataset902_SynthAbdomenMR",
+        "MR",
+        ("liver", "kidney", "gallbladder"),
+        (8.0, 2.5, 2.5),
+        "float32",
+    ),
 )
 
 
@@ -55,25 +67,33 @@ def write_synthetic_datasets(
     for d_idx, ds in enumerate(SYNTH_DATASETS):
         root = out / ds.folder
         fresh = _seed_of(root) != seed
-        work += [(root, ds, f"{ds.folder.split('_')[1].lower()}_{i:03d}", (seed, d_idx, i), fresh) for i in range(cases)]
-        pool["datasets"].append({
-            "name": ds.folder.split("_", 1)[1].lower(),
-            "root": ds.folder,
-            "modality": "CT" if ds.modality == "CT" else "MRI",
-            "label_map": {i + 1: n for i, n in enumerate(ds.labels)},
-        })
+        work += [
+            (root, ds, f"{ds.folder.split('_')[1].lower()}_{i:03d}", (seed, d_idx, i), fresh)
+            for i in range(cases)
+        ]
+        pool["datasets"].append(
+            {
+                "name": ds.folder.split("_", 1)[1].lower(),
+                "root": ds.folder,
+                "modality": "CT" if ds.modality == "CT" else "MRI",
+                "label_map": {i + 1: n for i, n in enumerate(ds.labels)},
+            }
+        )
     for _ in map_with_progress(_write_case, work, jobs, desc="synth", progress=progress):
         pass
     for ds in SYNTH_DATASETS:
-        write_json(out / ds.folder / "dataset.json", {
-            "name": ds.folder,
-            "description": "medfoundry synthetic abdominal phantom (see medfoundry.synth)",
-            "channel_names": {"0": ds.modality},
-            "labels": {"background": 0, **{n: i + 1 for i, n in enumerate(ds.labels)}},
-            "numTraining": cases,
-            "file_ending": ".nii.gz",
-            "medfoundry_synth_seed": seed,
-        })
+        write_json(
+            out / ds.folder / "dataset.json",
+            {
+                "name": ds.folder,
+                "description": "medfoundry synthetic abdominal phantom (see medfoundry.synth)",
+                "channel_names": {"0": ds.modality},
+                "labels": {"background": 0, **{n: i + 1 for i, n in enumerate(ds.labels)}},
+                "numTraining": cases,
+                "file_ending": ".nii.gz",
+                "medfoundry_synth_seed": seed,
+            },
+        )
     pool_file = out / "pool.yaml"
     pool_file.write_text(yaml.safe_dump(pool, sort_keys=False))
     return pool_file
@@ -99,7 +119,11 @@ def _write_case(item: tuple) -> None:
     label = np.zeros(ph.image.shape, dtype=np.uint8)
     for i, name in enumerate(ds.labels):  # later names win (lesion over liver)
         label[ph.masks[name]] = i + 1
-    origin = -0.5 * (np.array(ph.image.shape) - 1)[::-1] * np.array(spacing)[::-1]  # centre at 0 (x, y, z)
+    origin = (
+        -0.5 * (np.array(ph.image.shape) - 1)[::-1] * np.array(spacing)[::-1]
+    )  # centre at 0 (x, y, z)
     image = ph.image.round().astype(ds.dtype) if ds.dtype == "int16" else ph.image
     write_volume(Volume(image[None], spacing, origin), image_path)
-    write_volume(Volume(label[None], spacing, origin), label_path)  # label last: marks the case complete
+    write_volume(
+        Volume(label[None], spacing, origin), label_path
+    )  # label last: marks the case complete

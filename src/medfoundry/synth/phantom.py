@@ -19,9 +19,16 @@ FOV_MM = (160.0, 280.0, 360.0)
 
 # Mean intensity per tissue: CT in HU (portal-venous contrast phase), MR in arbitrary T1-like units.
 _TISSUE = {
-    "air": (-1000.0, 0.0), "fat": (-100.0, 420.0), "muscle": (50.0, 140.0), "liver": (105.0, 260.0),
-    "spleen": (120.0, 190.0), "kidney": (170.0, 210.0), "liver_lesion": (45.0, 120.0),
-    "gallbladder": (5.0, 50.0), "spine": (550.0, 90.0), "aorta": (180.0, 160.0),
+    "air": (-1000.0, 0.0),
+    "fat": (-100.0, 420.0),
+    "muscle": (50.0, 140.0),
+    "liver": (105.0, 260.0),
+    "spleen": (120.0, 190.0),
+    "kidney": (170.0, 210.0),
+    "liver_lesion": (45.0, 120.0),
+    "gallbladder": (5.0, 50.0),
+    "spine": (550.0, 90.0),
+    "aorta": (180.0, 160.0),
 }
 
 
@@ -34,7 +41,9 @@ class Phantom:
     spacing_mm: tuple[float, float, float]
 
 
-def make_phantom(rng: np.random.Generator, modality: str, spacing_mm, lesion_probability: float = 0.6) -> Phantom:
+def make_phantom(
+    rng: np.random.Generator, modality: str, spacing_mm, lesion_probability: float = 0.6
+) -> Phantom:
     """One random phantom volume of ``modality`` ``"CT"`` or ``"MR"`` at ``spacing_mm`` (Z, Y, X)."""
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     shape = tuple(int(round(f / s)) for f, s in zip(FOV_MM, spacing, strict=True))
@@ -49,7 +58,9 @@ def make_phantom(rng: np.random.Generator, modality: str, spacing_mm, lesion_pro
         return d + wobble * _smooth_field(rng, shape) < 1.0
 
     body = (grid[1] / (115 * scale)) ** 2 + (grid[2] / (160 * scale)) ** 2 < 1.0
-    inner = (grid[1] / (100 * scale)) ** 2 + (grid[2] / (145 * scale)) ** 2 < 1.0  # inside subcutaneous fat
+    inner = (grid[1] / (100 * scale)) ** 2 + (
+        grid[2] / (145 * scale)
+    ) ** 2 < 1.0  # inside subcutaneous fat
     masks = {
         "liver": blob((25, -15, -65), (55, 60, 75)) & inner,
         "spleen": blob((35, 40, 85), (40, 38, 28)) & inner,
@@ -68,7 +79,9 @@ def make_phantom(rng: np.random.Generator, modality: str, spacing_mm, lesion_pro
     image[inner] = _TISSUE["muscle"][col]
     for name in ("liver", "spleen", "kidney", "gallbladder", "spine", "aorta", "liver_lesion"):
         image[masks[name]] = _TISSUE[name][col] * rng.uniform(0.95, 1.05)
-    return Phantom(_imaging(rng, image, body, modality, spacing), masks, tuple(float(s) for s in spacing))
+    return Phantom(
+        _imaging(rng, image, body, modality, spacing), masks, tuple(float(s) for s in spacing)
+    )
 
 
 def _lesions(rng, liver, grid, probability) -> np.ndarray:
@@ -98,4 +111,6 @@ def _imaging(rng, image, body, modality, spacing) -> np.ndarray:
 def _smooth_field(rng, shape) -> np.ndarray:
     """A smooth random field in about [-1, 1]: 4x4x4 noise upsampled with cubic splines."""
     coarse = rng.uniform(-1, 1, (4, 4, 4))
-    return ndimage.zoom(coarse, [s / 4 for s in shape], order=3, mode="nearest")[: shape[0], : shape[1], : shape[2]]
+    return ndimage.zoom(coarse, [s / 4 for s in shape], order=3, mode="nearest")[
+        : shape[0], : shape[1], : shape[2]
+    ]
