@@ -1,0 +1,1 @@
+"""Sampling, augmentation and batches for training: patches read from the preprocessed cache."""

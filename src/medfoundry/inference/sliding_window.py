@@ -1,0 +1,101 @@
+"""Sliding-window inference: tiles placed with a step of ``step_fraction`` x patch, logits accumulated with
+a Gaussian weight that trusts tile centres more than borders. Pure helpers plus one loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def compute_gaussian(patch_zyx, sigma_scale: float = 1.0 / 8) -> np.ndarray:
+    """``(Z, Y, X)`` float32 weights: a Gaussian centred on the patch, sigma = ``sigma_scale`` x size,
+    scaled to max 1, with zeros replaced by the smallest positive value (every voxel gets some weight)."""
+    axes = []
+    for n in patch_zyx:
+        x = np.arange(n, dtype=np.float64) - (n - 1) / 2
+        axes.append(np.exp(-(x**2) / (2 * (sigma_scale * n) ** 2)))
+    g = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    g = (g / g.max()).astype(np.float32)
+    g[g == 0] = g[g > 0].min()
+    return g
+
+
+def compute_steps(image_zyx, patch_zyx, step_fraction: float = 0.5) -> list[list[int]]:
+    """Tile start positions per axis: the fewest evenly spaced tiles with step <= step_fraction x patch
+    that cover the image (image size >= patch size on every axis)."""
+    steps = []
+    for size, patch in zip(image_zyx, patch_zyx, strict=True):
+        if size < patch:
+            raise ValueError(f"image size {size} < patch size {patch}: pad first")
+        n = int(np.ceil((size - patch) / (patch * step_fraction))) + 1
+        span = size - patch
+        steps.append([int(round(i * span / (n - 1))) if n > 1 else 0 for i in range(n)])
+    return steps
+
+
+@torch.no_grad()
+def predict_sliding_window(
+    model, image: torch.Tensor, patch_zyx, step_fraction: float = 0.5, tiles_per_batch: int = 1
+) -> torch.Tensor:
+    """Logits ``(K, Z, Y, X)`` for an image ``(C, Z, Y, X)`` (on the model's device).
+
+    Images smaller than the patch are zero-padded symmetrically and the padding removed from the result.
+    """
+    device = next(model.parameters()).device
+    image = image.to(device)
+    pads = [max(0, p - s) for s, p in zip(image.shape[1:], patch_zyx, strict=True)]
+    pad_arg = []
+    for p in reversed(pads):
+        pad_arg += [p // 2, p - p // 2]
+    padded = F.pad(image, pad_arg) if any(pads) else image
+    shape = padded.shape[1:]
+    gauss = torch.from_numpy(compute_gaussian(patch_zyx)).to(device)
+    logits = None
+    weight = torch.zeros(shape, device=device)
+    starts = [
+        (z, y, x)
+        for z in compute_steps(shape, patch_zyx, step_fraction)[0]
+        for y in compute_steps(shape, patch_zyx, step_fraction)[1]
+        for x in compute_steps(shape, patch_zyx, step_fraction)[2]
+    ]
+    for i in range(0, len(starts), tiles_per_batch):
+        chunk = starts[i : i + tiles_per_batch]
+        tiles = torch.stack(
+            [
+                padded[:, z : z + patch_zyx[0], y : y + patch_zyx[1], x : x + patch_zyx[2]]
+                for z, y, x in chunk
+            ]
+        )
+        out = model(tiles)
+        out = out[0] if isinstance(out, list | tuple) else out
+        if logits is None:
+            logits = torch.zeros((out.shape[1], *shape), device=device)
+        for (z, y, x), tile in zip(chunk, out, strict=True):
+            sl = (
+                slice(z, z + patch_zyx[0]),
+                slice(y, y + patch_zyx[1]),
+                slice(x, x + patch_zyx[2]),
+            )
+            logits[(slice(None), *sl)] += tile.float() * gauss
+            weight[sl] += gauss
+    logits /= weight
+    crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, image.shape[1:], strict=True))
+    return logits[(slice(None), *crop)]
+
+
+def logits_to_labels(logits: torch.Tensor, classes: list[int], sigmoid: bool) -> np.ndarray:
+    """A ``(Z, Y, X)`` global-id label map from logits.
+
+    ``sigmoid`` (partial-label models, channel k-1 = global class k): among ``classes``, the most
+    probable class where its probability exceeds 0.5, else background. Softmax models (channel 0 =
+    background): argmax over background and ``classes``.
+    """
+    if sigmoid:
+        sel = torch.stack([logits[c - 1] for c in classes])  # (n, Z, Y, X)
+        best, idx = sel.max(0)
+        ids = torch.tensor(classes, device=logits.device)[idx]
+        return torch.where(best > 0, ids, torch.zeros_like(ids)).cpu().numpy().astype(np.uint8)
+    sel = torch.stack([logits[0]] + [logits[c] for c in classes])
+    ids = torch.tensor([0, *classes], device=logits.device)[sel.argmax(0)]
+    return ids.cpu().numpy().astype(np.uint8)

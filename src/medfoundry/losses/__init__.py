@@ -1,0 +1,8 @@
+"""Segmentation losses: the partial-label loss for pools, softmax CE + Dice for one dataset."""
+
+from medfoundry.losses.partial import partial_label_loss
+from medfoundry.losses.softmax import softmax_ce_dice_loss
+
+LOSSES = {"partial": partial_label_loss, "softmax": softmax_ce_dice_loss}
+
+__all__ = ["LOSSES", "partial_label_loss", "softmax_ce_dice_loss"]

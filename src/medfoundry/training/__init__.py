@@ -1,0 +1,1 @@
+"""Training: typed config, a readable ``fit()`` loop, self-describing checkpoints, DDP/FSDP."""

@@ -1,0 +1,97 @@
+"""What a run writes as it goes: ``metrics.jsonl`` (one JSON object per line), TensorBoard event files,
+and a ``progress.png`` plot of loss, learning rate and validation Dice."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class RunLog:
+    """Append metrics; only created on rank 0."""
+
+    def __init__(self, run_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        step = record.get("step", 0)
+        for k, v in record.items():
+            if isinstance(v, int | float) and k not in ("step", "epoch"):
+                self.tb.add_scalar(k, v, step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop lines logged after the checkpoint's step (they will be logged again)."""
+        if not self.path.is_file():
+            return
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line and json.loads(line).get("step", 0) <= step
+        ]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line]
+        if path.is_file()
+        else []
+    )
+
+
+def plot_progress(run_dir: Path) -> Path:
+    """``progress.png``: training loss (and its moving average) and lr per step; validation Dice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    train = [r for r in rows if r.get("kind") == "train"]
+    val = [r for r in rows if r.get("kind") == "val"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        steps = [r["step"] for r in train]
+        loss = [r["loss"] for r in train]
+        axes[0].plot(steps, loss, alpha=0.3, label="loss")
+        k = max(1, len(loss) // 50)
+        smooth = [
+            sum(loss[max(0, i - k) : i + 1]) / len(loss[max(0, i - k) : i + 1])
+            for i in range(len(loss))
+        ]
+        axes[0].plot(steps, smooth, label="loss (moving mean)")
+        ax2 = axes[0].twinx()
+        ax2.plot(steps, [r["lr"] for r in train], color="grey", linestyle=":", label="lr")
+        ax2.set_ylabel("lr")
+        axes[0].set_xlabel("step")
+        axes[0].legend(loc="upper right")
+    for key in sorted({k for r in val for k in r if k.startswith("val/") and k.endswith("/mean")}):
+        axes[1].plot(
+            [r["step"] for r in val if key in r],
+            [r[key] for r in val if key in r],
+            marker="o",
+            label=key[4:-5] or "all",
+        )
+    axes[1].set_xlabel("step")
+    axes[1].set_ylabel("validation Dice")
+    axes[1].set_ylim(0, 1)
+    if val:
+        axes[1].legend(loc="lower right")
+    fig.tight_layout()
+    out = run_dir / "progress.png"
+    tmp = run_dir / ".tmp-progress.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
