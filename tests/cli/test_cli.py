@@ -106,3 +106,19 @@ def test_main_job_on_real_data(data_dir, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "pool 'mri-pool': 360 cases" in out.stdout
+
+
+def test_models_list_and_info(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "tsfm_h" in out and "1657.3M" in out and "none (CNN only)" in out
+    assert main(["models", "info", "tsfm_test", "--patch", "32", "64", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP" in out and "estimated training memory" in out and "stages 4" in out
+
+
+def test_pretrain_flag_errors_are_one_line(tmp_path, capsys):
+    assert main(["pretrain", str(tmp_path)]) == 2
+    assert "give POOL_DIR and -o RUN_DIR" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", str(tmp_path / "none")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

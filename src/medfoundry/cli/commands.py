@@ -13,7 +13,17 @@ from medfoundry.pool.sampling import SAMPLING_RULES
 
 def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register every subcommand; ``common`` holds options (-q, --debug) each one accepts."""
-    for add in (_add_synth, _add_pool, _add_plan, _add_preprocess, _add_run):
+    from medfoundry.cli import train_commands
+
+    for add in (
+        _add_synth,
+        _add_pool,
+        _add_plan,
+        _add_preprocess,
+        train_commands.add_models,
+        train_commands.add_pretrain,
+        _add_run,
+    ):
         add(sub, common)
 
 

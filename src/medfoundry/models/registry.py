@@ -10,7 +10,8 @@ from medfoundry import MedfoundryError
 from medfoundry.models.sizes import MODEL_SIZES, get_size, stage_strides
 from medfoundry.models.tsfm import TSFM
 
-DEFAULT_PATCH = (64, 64, 64)
+DEFAULT_PATCH = (128, 128, 128)
+"""The canonical pretraining patch: parameter counts in `medfoundry models list` are for it."""
 
 
 def create_model(

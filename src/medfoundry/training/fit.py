@@ -37,16 +37,24 @@ log = logging.getLogger(__name__)
 
 
 def pretrain(
-    pool_dir: str | os.PathLike,
+    pool_dir: str | os.PathLike | None,
     run_dir: str | os.PathLike,
     cfg: TrainConfig | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train (or, with ``resume``, continue) a run; returns the final metrics. See the module docstring."""
-    pool_dir, run_dir = Path(pool_dir), Path(run_dir)
+    """Train (or, with ``resume``, continue exactly) a run; returns the final metrics.
+
+    On resume the config, splits and pool folder come from the run's latest checkpoint.
+    """
+    run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir) if resume else None
     cfg = from_dict(ckpt["config"]) if ckpt else (cfg or TrainConfig())
+    if pool_dir is None:
+        if not ckpt:
+            raise MedfoundryError("a POOL_DIR is needed to start a run")
+        pool_dir = ckpt["pool_dir"]
+    pool_dir = Path(pool_dir).resolve()
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise MedfoundryError(
             f"{run_dir} is not empty: use --resume {run_dir} to continue it, or another folder"
@@ -122,6 +130,7 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         "plan": plan,
         "labels": labels,
         "splits": splits,
+        "pool_dir": str(pool_dir),
     }
     runlog = _prepare_run_dir(run_dir, meta, step) if dist.is_main else None
 
@@ -226,9 +235,22 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
     return {
         **last,
         "best_val_mean": best,
+        "weights_sha256": _weights_sha(model, net, opt, cfg, dist),
         "data_wait_frac_mean": round(wait_sum / max(time_sum, 1e-9), 4),
         "run_dir": str(run_dir),
     }
+
+
+def _weights_sha(model, net, opt, cfg, dist) -> str:
+    """A digest of this rank's full weights (DDP ranks must agree)."""
+    import hashlib
+
+    state, _ = _full_states(model, net, opt, cfg, dist, every_rank=True)
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _loss(loss_fn, out, label, valid):
@@ -323,13 +345,14 @@ def _save(path, model, net, opt, sched, meta, step, best, dist, cfg):
     D.barrier(dist)
 
 
-def _full_states(model, net, opt, cfg, dist):
+def _full_states(model, net, opt, cfg, dist, every_rank: bool = False):
+    """Unsharded model and optimizer states. Under FSDP they are gathered to rank 0 only (CPU offload),
+    or to every rank with ``every_rank``."""
     if dist.enabled and cfg.fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-        return get_state_dict(
-            net, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=not every_rank)
+        return get_state_dict(net, opt, options=opts)
     return model.state_dict(), opt.state_dict()
 
 

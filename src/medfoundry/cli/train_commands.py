@@ -1,0 +1,141 @@
+"""Subcommands that need torch: ``models list|info`` and ``pretrain`` (torch is imported lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medfoundry import MedfoundryError
+from medfoundry.models.sizes import MODEL_SIZES
+
+
+def add_models(sub, common) -> None:
+    p = sub.add_parser(
+        "models",
+        parents=[common],
+        help="list model sizes, or describe one",
+        description="The TSFM size ladder: parameters, FLOPs per patch, activation memory.",
+    )
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ls = msub.add_parser(
+        "list", parents=[common], help="every registered size with its parameter count"
+    )
+    ls.set_defaults(func=_models_list)
+    info = msub.add_parser(
+        "info", parents=[common], help="parameters, FLOPs and memory of one size at a patch size"
+    )
+    info.add_argument("name", choices=sorted(MODEL_SIZES), metavar="NAME")
+    info.add_argument(
+        "--patch",
+        type=int,
+        nargs=3,
+        default=[128, 128, 128],
+        metavar=("Z", "Y", "X"),
+        help="default 128 128 128",
+    )
+    info.add_argument("--in-channels", type=int, default=1)
+    info.add_argument("--classes", type=int, default=8, help="output channels (default 8)")
+    info.add_argument(
+        "--batch-size", type=int, default=2, help="for the memory estimate (default 2)"
+    )
+    info.set_defaults(func=_models_info)
+
+
+def _models_list(a) -> None:
+    from medfoundry.models.registry import count_parameters, create_model
+
+    print(f"{'name':<14} {'params':>10} {'stages':>6} {'transformer (width x depth, heads)':>36}")
+    for name, size in MODEL_SIZES.items():
+        model = create_model(name, 1, 8, device="meta")
+        tr = (
+            f"{size.transformer_width} x {size.transformer_depth}, {size.transformer_heads}"
+            if size.transformer_depth
+            else "none (CNN only)"
+        )
+        print(f"{name:<14} {count_parameters(model) / 1e6:>9.1f}M {len(model.strides):>6} {tr:>36}")
+
+
+def _models_info(a) -> None:
+    from medfoundry.models.info import describe_model
+
+    d = describe_model(a.name, a.patch, a.in_channels, a.classes, a.batch_size)
+    print(
+        f"{a.name}: {d['params'] / 1e6:.2f}M parameters ({d['transformer_params'] / 1e6:.2f}M in the Transformer)"
+    )
+    print(
+        f"  patch {a.patch} -> stages {len(d['strides'])}, strides {d['strides']}, features {d['features']}, tokens {d['tokens']}"
+    )
+    print(
+        f"  FLOPs per patch: forward {d['forward_gflop']:.1f} GFLOP, forward+backward {d['train_gflop']:.1f} GFLOP"
+    )
+    print(
+        f"  estimated training memory at batch {a.batch_size}: {d['train_memory_gb']:.2f} GB (fp32)"
+    )
+
+
+def add_pretrain(sub, common) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        parents=[common],
+        help="pretrain a TSFM model on a preprocessed pool",
+        description="Train on POOL_DIR (after pool build, plan, preprocess) into RUN_DIR. Any config field "
+        "can be set with --set key=value (e.g. --set optim.name=adamw --set data.augment.enabled=false). "
+        "Under 'torchrun --nproc-per-node N' it trains with DDP (gloo on CPU, NCCL on GPU).",
+    )
+    p.add_argument(
+        "pool_dir", type=Path, nargs="?", metavar="POOL_DIR", help="not needed with --resume"
+    )
+    p.add_argument("-o", "--out", type=Path, metavar="RUN_DIR", help="new, empty run folder")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue this run exactly from its latest checkpoint",
+    )
+    p.add_argument("--model", choices=sorted(MODEL_SIZES), help="size (default tsfm_s)")
+    p.add_argument("--preset", help="a YAML preset (bundled name, e.g. pretrain_cpu, or a file)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iters-per-epoch", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field, dotted (repeatable)",
+    )
+    p.set_defaults(func=_pretrain)
+
+
+def _pretrain(a) -> None:
+    from medfoundry.training.config import apply_overrides, load_preset
+    from medfoundry.training.fit import pretrain
+
+    if a.resume:
+        if a.out or a.preset or a.set:
+            raise MedfoundryError(
+                "--resume continues a run with its own config; drop -o/--preset/--set"
+            )
+        out = pretrain(a.pool_dir, a.resume, resume=True, progress=not a.quiet)
+    else:
+        if not a.pool_dir or not a.out:
+            raise MedfoundryError("give POOL_DIR and -o RUN_DIR (or --resume RUN_DIR)")
+        cfg = load_preset(a.preset)
+        flags = {
+            "model": a.model,
+            "epochs": a.epochs,
+            "iters_per_epoch": a.iters_per_epoch,
+            "batch_size": a.batch_size,
+            "optim.lr": a.lr,
+            "seed": a.seed,
+            "device": a.device,
+        }
+        apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set)
+        out = pretrain(a.pool_dir, a.out, cfg, progress=not a.quiet)
+    if out.get("run_dir"):
+        print(
+            f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice {out['best_val_mean']:.4f}, "
+            f"data wait {out['data_wait_frac_mean']:.1%} -> {out['run_dir']}"
+        )

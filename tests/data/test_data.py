@@ -1,0 +1,138 @@
+"""Sampling, augmentation replay, reproducible batches and splits, on real preprocessed data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medfoundry.data.augment import AugmentConfig, apply_params, sample_params
+from medfoundry.data.loader import BatchSpec, batch_loader, make_batch
+from medfoundry.data.sampler import PatchSampler, crop_padded
+from medfoundry.data.split import split_cases
+from medfoundry.planning import make_plan
+from medfoundry.pool import build_pool, load_pool
+from medfoundry.preprocessing import preprocess_pool
+from tests.pool.test_build import REAL_POOL
+
+
+@pytest.fixture(scope="module")
+def real_small_pool(tmp_path_factory, hippo_dir, acdc_dir):
+    """The real pool, ACDC limited to the val.list volumes to keep it quick."""
+    tmp = tmp_path_factory.mktemp("datapool")
+    spec = tmp / "pool.yaml"
+    spec.write_text(
+        REAL_POOL.format(hippo=hippo_dir, acdc=acdc_dir).replace(
+            "[train.list, val.list]", "[val.list]"
+        )
+    )
+    build_pool(spec, tmp / "pool", jobs=2, progress=False)
+    make_plan(tmp / "pool", model="tsfm_test", patch_size_vox=[16, 32, 32], batch_size=2)
+    preprocess_pool(tmp / "pool", jobs=2, progress=False)
+    return tmp / "pool"
+
+
+def test_augmentation_replays_from_recorded_parameters():
+    cfg = AugmentConfig(
+        rotation_p=1,
+        scale_p=1,
+        noise_p=1,
+        blur_p=1,
+        brightness_p=1,
+        contrast_p=1,
+        lowres_p=1,
+        gamma_p=1,
+    )
+    params = sample_params(cfg, np.random.default_rng(3))
+    assert {"rotation_rad", "scale", "noise_std", "blur_sigma", "gamma", "lowres_zoom"} <= set(
+        params
+    )
+    img = torch.randn(1, 24, 40, 40)
+    lab = (torch.rand(24, 40, 40) > 0.7).long()
+    a = apply_params(params, img, lab, (16, 32, 32))
+    b = apply_params(params, img.clone(), lab.clone(), (16, 32, 32))
+    torch.testing.assert_close(a[0], b[0])
+    assert torch.equal(a[1], b[1]) and a[0].shape == (1, 16, 32, 32) and a[1].shape == (16, 32, 32)
+
+
+def test_identity_augmentation_is_a_centre_crop_and_mirror_flips():
+    img = torch.arange(4 * 6 * 6, dtype=torch.float32).view(1, 4, 6, 6)
+    lab = torch.arange(4 * 6 * 6).view(4, 6, 6) % 3
+    out, out_lab = apply_params({}, img, lab, (2, 4, 4))
+    torch.testing.assert_close(out, img[:, 1:3, 1:5, 1:5])
+    flipped, _ = apply_params({"mirror_axes": [2]}, img, lab, (4, 6, 6))
+    torch.testing.assert_close(flipped, torch.flip(img, [3]))
+    rotated, rot_lab = apply_params(
+        {"rotation_rad": [0.0, 0.0, 0.0], "scale": 1.0}, img, lab, (4, 6, 6)
+    )
+    torch.testing.assert_close(rotated, img, atol=1e-4, rtol=0)  # the affine path at identity
+    assert torch.equal(rot_lab, lab)
+
+
+def test_crop_padded_pads_outside_the_volume():
+    a = np.arange(27).reshape(3, 3, 3)
+    out = crop_padded(a, [-1, 1, 2], [3, 3, 3])
+    assert out.shape == (3, 3, 3) and out[0].sum() == 0
+    assert out[1, 0, 0] == a[0, 1, 2] and out[1, 0, 1] == 0
+
+
+def test_batches_are_a_pure_function_of_seed_and_index(real_small_pool):
+    pool = load_pool(real_small_pool)
+    sampler = PatchSampler(str(real_small_pool), pool["cases"], fg_fraction=0.5)
+    spec = BatchSpec([16, 32, 32], 3, len(pool["labels"]) - 1, seed=5, augment=AugmentConfig())
+    a, b, c = (
+        make_batch(sampler, spec, 7),
+        make_batch(sampler, spec, 7),
+        make_batch(sampler, spec, 8),
+    )
+    assert (
+        torch.equal(a["image"], b["image"])
+        and a["case_ids"] == b["case_ids"]
+        and a["params"] == b["params"]
+    )
+    assert not torch.equal(a["image"], c["image"])
+    assert a["image"].shape == (3, 1, 16, 32, 32) and a["label"].shape == (3, 16, 32, 32)
+    for ids, valid in zip(a["case_ids"], a["valid"], strict=True):
+        expected = [1, 2] if ids.startswith("hippocampus") else [3, 4, 5]
+        assert valid.nonzero().flatten().add(1).tolist() == expected
+    # Background workers give the same stream as the main process.
+    in_process = batch_loader(sampler, spec, start_step=4, workers=0)
+    workers = batch_loader(sampler, spec, start_step=4, workers=2)
+    for _ in range(3):
+        x, y = next(in_process), next(workers)
+        assert x["index"] == y["index"] and torch.equal(x["image"], y["image"])
+
+
+def test_foreground_oversampling_centres_on_a_valid_class(real_small_pool):
+    pool = load_pool(real_small_pool)
+    sampler = PatchSampler(str(real_small_pool), pool["cases"], fg_fraction=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        s = sampler.sample(rng, [16, 32, 32])
+        assert s["label"][8, 16, 16] in s["valid_labels"]
+
+
+def test_sampling_follows_the_pool_probabilities(real_small_pool):
+    pool = load_pool(real_small_pool)
+    sampler = PatchSampler(str(real_small_pool), pool["cases"], fg_fraction=0.0)
+    rng = np.random.default_rng(1)
+    draws = [sampler.sample(rng, [8, 8, 8])["case_id"].split("/")[0] for _ in range(600)]
+    share = draws.count("acdc") / len(draws)
+    expected = sum(c["sampling_probability"] for c in pool["cases"] if c["dataset"] == "acdc")
+    assert abs(share - expected) < 0.06
+
+
+def test_split_keeps_patient_frames_together():
+    cases = [
+        {"id": f"acdc/patient{p:03d}_frame0{f}", "dataset": "acdc"}
+        for p in range(10)
+        for f in (1, 2)
+    ]
+    cases += [{"id": f"hip/case_{i}", "dataset": "hip"} for i in range(10)]
+    s = split_cases(cases, 0.2, seed=0)
+    val_patients = {c.split("_frame")[0] for c in s["val"] if c.startswith("acdc")}
+    assert len(val_patients) == 2 and all(
+        f"{p}_frame01" in s["val"] and f"{p}_frame02" in s["val"] for p in val_patients
+    )
+    assert sum(c.startswith("hip") for c in s["val"]) == 2
+    assert split_cases(cases, 0.2, seed=0) == s and split_cases(cases, 0.2, seed=1) != s
