@@ -21,16 +21,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SETS = {
-    "hippocampus": {"nnunet_id": 4, "folder": "msd_task04_hippocampus"},
-    "acdc": {"nnunet_id": 27, "folder": "acdc"},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, SETS, ensure_nnunet, make_inputs, run_measured  # noqa: E402
 
 
 def main() -> None:
@@ -81,81 +77,6 @@ def main() -> None:
 
 def fmt(walls: list[float]) -> str:
     return f"{statistics.median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f})"
-
-
-def ensure_nnunet(venv: Path) -> str:
-    if not (venv / "bin" / "nnUNetv2_plan_and_preprocess").exists():
-        print(f"installing nnunetv2 into {venv} (torch==2.13.0 first, CPU build)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip"]
-        subprocess.run([*pip, "install", "-q", "torch==2.13.0"], check=True)
-        version = subprocess.run(
-            [str(venv / "bin" / "python"), "-c", "import torch; print(torch.__version__)"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        constraint = (
-            venv / "torch-constraint.txt"
-        )  # keeps pip from swapping in a CUDA torch for a dependency
-        constraint.write_text(f"torch=={version}\n")
-        subprocess.run([*pip, "install", "-q", "-c", str(constraint), "nnunetv2"], check=True)
-        # torchvision (pulled in through timm) does not import on these machines; planning needs neither.
-        subprocess.run([*pip, "uninstall", "-y", "-q", "torchvision"], check=True)
-    out = subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "import importlib.metadata as m; print(m.version('nnunetv2'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
-
-
-def make_inputs(name: str, data: Path, work: Path) -> Path:
-    """The same cases for both tools: an nnU-Net raw folder of symlinks and a medfoundry pool file over it."""
-    info = SETS[name]
-    raw = work / "inputs" / name
-    ds_dir = raw / f"Dataset{info['nnunet_id']:03d}_{name}"
-    if raw.exists():
-        shutil.rmtree(raw)
-    (ds_dir / "imagesTr").mkdir(parents=True)
-    (ds_dir / "labelsTr").mkdir()
-    src = data / info["folder"]
-    if name == "acdc":
-        cases = [c for f in ("train.list", "val.list") for c in (src / f).read_text().split()]
-        pairs = [(src / "images" / f"{c}.nii.gz", src / "labels" / f"{c}.nii.gz", c) for c in cases]
-        labels = {"background": 0, "RV": 1, "MYO": 2, "LV": 3}
-        label_map = "{1: right_ventricle, 2: myocardium, 3: left_ventricle}"
-    else:
-        pairs = [
-            (src / "imagesTr" / p.name, p, p.name[: -len(".nii.gz")])
-            for p in sorted((src / "labelsTr").glob("*.nii.gz"))
-        ]
-        labels = {"background": 0, "Anterior": 1, "Posterior": 2}
-        label_map = "{1: hippocampus_anterior, 2: hippocampus_posterior}"
-    for image, label, case in pairs:
-        (ds_dir / "imagesTr" / f"{case}_0000.nii.gz").symlink_to(image)
-        (ds_dir / "labelsTr" / f"{case}.nii.gz").symlink_to(label)
-    (ds_dir / "dataset.json").write_text(
-        json.dumps(
-            {
-                "channel_names": {"0": "MRI"},
-                "labels": labels,
-                "numTraining": len(pairs),
-                "file_ending": ".nii.gz",
-            }
-        )
-    )
-    (raw / "pool.yaml").write_text(
-        f"name: {name}\ndatasets:\n  - name: {name}\n    root: {ds_dir.name}\n"
-        f"    modality: MRI\n    label_map: {label_map}\n"
-    )
-    (raw / "pool_cases.json").write_text(json.dumps([c for _, _, c in pairs]))
-    return raw
 
 
 def medfoundry_cmds(raw: Path, out: Path, *, jobs: int) -> list[list[str]]:
@@ -209,28 +130,6 @@ def measure(make_cmds, out_root: Path, env: dict, repeats: int) -> dict:
             walls.append(wall)
             peaks.append(peak)
     return {"wall": walls, "wall_median": statistics.median(walls), "rss_gb": max(peaks)}
-
-
-def run_measured(cmds: list[list[str]], env: dict) -> tuple[float, float]:
-    """Wall time of the commands in sequence and the largest RSS of any process they started (GB).
-
-    A fresh wrapper process runs them, so its RUSAGE_CHILDREN covers exactly this run.
-    """
-    wrapper = (
-        "import json, resource, subprocess, sys, time\n"
-        "t = time.perf_counter()\n"
-        "for c in json.loads(sys.argv[1]):\n"
-        "    r = subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
-        "    if r.returncode: sys.exit(f'command failed: {c}: {r.stderr[-2000:]}')\n"
-        "print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", wrapper, json.dumps(cmds)], env=env, capture_output=True, text=True
-    )
-    if out.returncode:
-        raise SystemExit(out.stderr)
-    wall, kb = json.loads(out.stdout)
-    return wall, kb / 2**20
 
 
 if __name__ == "__main__":

@@ -6,9 +6,14 @@
 ``medfoundry pool show POOL_DIR``       :func:`load_pool`
 ``medfoundry plan POOL_DIR``            :func:`make_plan`
 ``medfoundry preprocess POOL_DIR``      :func:`preprocess_pool`
+``medfoundry models list``              :func:`list_models`
+``medfoundry models info NAME``         :func:`describe_model`
+``medfoundry pretrain POOL_DIR -o RUN``  :func:`pretrain` (config: :class:`TrainConfig`)
 ``medfoundry run``                      :func:`run_pipeline`
 =====================================  ==================================================
 """
+
+from typing import TYPE_CHECKING
 
 from medfoundry import MedfoundryError
 from medfoundry.io import read_image, read_label, read_volume, write_volume
@@ -18,9 +23,21 @@ from medfoundry.pool import build_pool, load_pool
 from medfoundry.preprocessing import invert_label, load_case, preprocess_pool
 from medfoundry.synth import write_synthetic_datasets
 
+if TYPE_CHECKING:  # torch-backed names, imported on first use (see __getattr__)
+    from medfoundry.models.info import describe_model
+    from medfoundry.models.registry import create_model, list_models
+    from medfoundry.training.config import TrainConfig, apply_overrides
+    from medfoundry.training.fit import pretrain
+
 __all__ = [
     "MedfoundryError",
+    "TrainConfig",
+    "apply_overrides",
     "build_pool",
+    "create_model",
+    "describe_model",
+    "list_models",
+    "pretrain",
     "invert_label",
     "load_case",
     "load_plan",
@@ -34,3 +51,20 @@ __all__ = [
     "write_synthetic_datasets",
     "write_volume",
 ]
+
+
+def __getattr__(name: str):
+    """Torch-backed functions are imported on first use, so data-only work never loads torch."""
+    lazy = {
+        "create_model": "medfoundry.models.registry",
+        "list_models": "medfoundry.models.registry",
+        "describe_model": "medfoundry.models.info",
+        "pretrain": "medfoundry.training.fit",
+        "TrainConfig": "medfoundry.training.config",
+        "apply_overrides": "medfoundry.training.config",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(name)

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medfoundry.device import autocast_for
+
 
 def compute_gaussian(patch_zyx, sigma_scale: float = 1.0 / 8) -> np.ndarray:
     """``(Z, Y, X)`` float32 weights: a Gaussian centred on the patch, sigma = ``sigma_scale`` x size,
@@ -36,7 +38,12 @@ def compute_steps(image_zyx, patch_zyx, step_fraction: float = 0.5) -> list[list
 
 @torch.no_grad()
 def predict_sliding_window(
-    model, image: torch.Tensor, patch_zyx, step_fraction: float = 0.5, tiles_per_batch: int = 1
+    model,
+    image: torch.Tensor,
+    patch_zyx,
+    step_fraction: float = 0.5,
+    tiles_per_batch: int = 1,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Logits ``(K, Z, Y, X)`` for an image ``(C, Z, Y, X)`` (on the model's device).
 
@@ -67,7 +74,8 @@ def predict_sliding_window(
                 for z, y, x in chunk
             ]
         )
-        out = model(tiles)
+        with autocast_for(device, amp):
+            out = model(tiles)
         out = out[0] if isinstance(out, list | tuple) else out
         if logits is None:
             logits = torch.zeros((out.shape[1], *shape), device=device)

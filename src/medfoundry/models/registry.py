@@ -32,6 +32,8 @@ def create_model(
     unknown = set(overrides) - {f.name for f in dataclasses.fields(size)}
     if unknown:
         raise MedfoundryError(f"unknown model override '{sorted(unknown)[0]}'")
+    if "blocks_per_stage" in overrides:
+        overrides["blocks_per_stage"] = tuple(overrides["blocks_per_stage"])
     size = dataclasses.replace(size, **overrides)
     patch = [int(p) for p in patch_size]
     if strides is None:

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from medfoundry import MedfoundryError
 from medfoundry.data.loader import BatchSpec, batch_loader
 from medfoundry.data.sampler import PatchSampler
 from medfoundry.data.split import split_cases
+from medfoundry.device import autocast_for
 from medfoundry.io.jsonfile import write_json
 from medfoundry.losses import LOSSES
 from medfoundry.models.registry import create_model
@@ -92,7 +92,7 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
     strides = (
         [s["stride"] for s in plan["stages"]]
         if patch == plan["patch_size_vox"]
-        else stage_strides(patch, _spacing(plan), 99)
+        else stage_strides(patch, _spacing(plan), _max_stages(cfg))
     )
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = create_model(
@@ -100,11 +100,16 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         plan["in_channels"],
         num_fg if sigmoid else num_fg + 1,
         patch_size=patch,
-        strides=strides[: _max_stages(cfg.model)],
+        strides=strides[: _max_stages(cfg)],
         deep_supervision=cfg.deep_supervision,
+        **cfg.model_overrides,
     )
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     model.to(device)
+    # FSDP2 refuses non-contiguous parameters, so channels-last is a DDP/single-process speed-up only.
+    channels_last = cfg.channels_last and not cfg.fsdp
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
     net = D.wrap_model(model, dist, device, cfg.fsdp)
     opt = _optimizer(cfg, net)
     total_steps = cfg.epochs * cfg.iters_per_epoch
@@ -119,6 +124,7 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
     meta = {
         "model": {
             "name": cfg.model,
+            "overrides": cfg.model_overrides,
             "in_channels": plan["in_channels"],
             "num_classes": num_fg if sigmoid else num_fg + 1,
             "patch_size": patch,
@@ -144,11 +150,7 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         dist.world,
     )
     loss_fn = LOSSES[cfg.loss]
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.amp and device.type == "cuda"
-        else nullcontext()
-    )
+    autocast = autocast_for(device, cfg.amp)
     bar = tqdm(
         total=total_steps,
         initial=step,
@@ -166,6 +168,8 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         image, label, valid = (
             batch[k].to(device, non_blocking=True) for k in ("image", "label", "valid")
         )
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
         with autocast:
             out = net(image)
         loss = _loss(loss_fn, out, label, valid)
@@ -292,7 +296,11 @@ def _validate_and_save(
     cfg = from_dict(meta["config"])
     if dist.is_main:
         t = time.perf_counter()
-        scores = validate(model, pool_dir, val_cases, labels, patch, sigmoid) if val_cases else {}
+        scores = (
+            validate(model, pool_dir, val_cases, labels, patch, sigmoid, cfg.amp)
+            if val_cases
+            else {}
+        )
         runlog.write(
             {
                 "kind": "val",
@@ -414,7 +422,8 @@ def _spacing(plan: dict) -> list[float]:
     return np.median([d["target_spacing_mm"] for d in plan["datasets"].values()], axis=0).tolist()
 
 
-def _max_stages(name: str) -> int:
+def _max_stages(cfg: TrainConfig) -> int:
     from medfoundry.models.sizes import get_size
 
-    return get_size(name).max_stages
+    blocks = cfg.model_overrides.get("blocks_per_stage", get_size(cfg.model).blocks_per_stage)
+    return len(blocks)

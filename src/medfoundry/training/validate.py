@@ -12,7 +12,13 @@ from medfoundry.preprocessing.cache import load_case
 
 
 def validate(
-    model, pool_dir, cases: list[dict], labels: dict[str, int], patch_size, sigmoid: bool
+    model,
+    pool_dir,
+    cases: list[dict],
+    labels: dict[str, int],
+    patch_size,
+    sigmoid: bool,
+    amp: bool = False,
 ) -> dict[str, float]:
     """``{"val/<dataset>/<class>": Dice, "val/<dataset>/mean": ..., "val/mean": mean over datasets}``."""
     names = {i: n for n, i in labels.items()}
@@ -21,7 +27,9 @@ def validate(
     model.eval()
     for case in cases:
         image, label, _ = load_case(pool_dir, case["id"])
-        logits = predict_sliding_window(model, torch.from_numpy(np.array(image)), patch_size)
+        logits = predict_sliding_window(
+            model, torch.from_numpy(np.array(image)), patch_size, amp=amp
+        )
         pred = logits_to_labels(logits, case["valid_labels"], sigmoid)
         for cls in case["valid_labels"]:
             d = dice_score(pred == cls, np.asarray(label) == cls)

@@ -1,0 +1,145 @@
+"""Benchmark: does pooled pretraining learn each dataset as well as training on it alone?
+
+Three runs of the same model, patch, batch, seed and step budget on the real data: the pool
+(hippocampus + ACDC), hippocampus alone, ACDC alone. Each dataset's validation split is the same in
+all runs (splits are drawn per dataset). Validation Dice per dataset and class is printed over time;
+the last table compares pooled with single-dataset training at the end of the budget (goal: pooled not
+worse by more than 0.02 on either dataset).
+
+The budget is a number of steps (so a busy machine changes the wall time, not the comparison);
+``--steps`` defaults to about 15 minutes per run on this 2-core CPU.
+Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO  # noqa: E402
+
+POOLS = {
+    "pooled": ["hippocampus", "acdc"],
+    "hippocampus-only": ["hippocampus"],
+    "acdc-only": ["acdc"],
+}
+DATASETS = {
+    "hippocampus": "  - name: hippocampus\n    root: msd_task04_hippocampus\n    modality: MRI\n"
+    "    label_map: {1: hippocampus_anterior, 2: hippocampus_posterior}\n",
+    "acdc": "  - name: acdc\n    root: acdc\n    images: images/{case}.nii.gz\n    labels: labels/{case}.nii.gz\n"
+    "    case_lists: [train.list, val.list]\n    modality: MRI\n    label_map: {1: right_ventricle, 2: myocardium, 3: left_ventricle}\n",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/medfoundry-bench-learning"))
+    ap.add_argument("--model", default="tsfm_s")
+    ap.add_argument("--patch", type=int, nargs=3, default=[16, 80, 80])
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--validations", type=int, default=4, help="validation points over the budget")
+    ap.add_argument("--val-cases", type=int, default=10, help="validation cases per dataset")
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
+    args = ap.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    mf = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
+    every = max(1, args.steps // args.validations)
+    print(
+        f"model {args.model}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, lr {args.lr} (SGD Nesterov 0.99, "
+        f"poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, 2 threads, 1 data worker"
+    )
+    results = {}
+    for run in args.runs:
+        work = args.work / run
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        (work / "pool.yaml").write_text(
+            f"name: {run}\ndatasets:\n" + "".join(DATASETS[d] for d in POOLS[run])
+        )
+        spec = work / "pool.yaml"
+        text = spec.read_text().replace("root: ", f"root: {args.data}/")
+        spec.write_text(text)
+        subprocess.run(
+            [*mf, "pool", "build", str(spec), "-o", str(work / "pool"), "-j", "2"],
+            check=True,
+            env=env,
+        )
+        subprocess.run(
+            [
+                *mf,
+                "plan",
+                str(work / "pool"),
+                "--model",
+                args.model,
+                "--patch",
+                *map(str, args.patch),
+                "--batch-size",
+                str(args.batch_size),
+            ],
+            check=True,
+            env=env,
+        )
+        subprocess.run([*mf, "preprocess", str(work / "pool"), "-j", "2"], check=True, env=env)
+        sets = [
+            f"epochs={args.steps // every}",
+            f"iters_per_epoch={every}",
+            "threads=2",
+            "data.num_workers=1",
+            f"data.val_max_cases={args.val_cases}",
+            f"optim.lr={args.lr}",
+        ]
+        t = time.perf_counter()
+        subprocess.run(
+            [
+                *mf,
+                "pretrain",
+                str(work / "pool"),
+                "-o",
+                str(work / "run"),
+                "--model",
+                args.model,
+                *sum((["--set", s] for s in sets), []),
+            ],
+            check=True,
+            env=env,
+        )
+        wall = time.perf_counter() - t
+        rows = [
+            json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()
+        ]
+        val = [r for r in rows if r["kind"] == "val"]
+        train_s = sum(r["step_time_s"] for r in rows if r["kind"] == "train")
+        results[run] = {"val": val, "wall_s": wall, "train_s": train_s}
+        print(f"\n{run}: {wall / 60:.1f} min wall ({train_s / 60:.1f} min training steps)")
+        keys = sorted(k for k in val[-1] if k.startswith("val/") and k.count("/") == 2)
+        print("| step | " + " | ".join(k[4:] for k in keys) + " |")
+        print("|---" * (len(keys) + 1) + "|")
+        for r in val:
+            print(
+                f"| {r['step']} | "
+                + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys)
+                + " |"
+            )
+    if {"pooled", "hippocampus-only", "acdc-only"} <= set(results):
+        print("\nFinal validation mean Dice per dataset (same steps, batch, patch, model):")
+        print("| dataset | pooled | alone | pooled - alone |")
+        print("|---|---|---|---|")
+        for ds, alone in (("hippocampus", "hippocampus-only"), ("acdc", "acdc-only")):
+            p = results["pooled"]["val"][-1][f"val/{ds}/mean"]
+            a = results[alone]["val"][-1][f"val/{ds}/mean"]
+            print(f"| {ds} | {p:.3f} | {a:.3f} | {p - a:+.3f} |")
+
+
+if __name__ == "__main__":
+    main()
