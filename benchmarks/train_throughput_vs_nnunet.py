@@ -130,13 +130,24 @@ def main() -> None:
             "medfoundry TSFM-CNN 32-256 (nnU-Net-like)",
             "tsfm_b_cnn",
             ["loss=softmax", "deep_supervision=true", f"model_overrides={NNUNET_LIKE}"],
-        )
+        ),
+        (  # nnU-Net trains in fp32 on CPU: the like-for-like row
+            "medfoundry TSFM-CNN 32-256, fp32 (amp and channels-last off)",
+            "tsfm_b_cnn",
+            [
+                "loss=softmax",
+                "deep_supervision=true",
+                f"model_overrides={NNUNET_LIKE}",
+                "amp=false",
+                "channels_last=false",
+            ],
+        ),
     ]
     configs += [
         (f"medfoundry {s}", s, ["loss=softmax", "deep_supervision=true"]) for s in args.sizes
     ]
     for label, model, extra in configs:
-        times, wait = run_medfoundry(pool, args.work / f"run_{model}", model, n, extra, env)
+        times, wait = run_medfoundry(pool, args.work / f"run_{len(rows)}", model, n, extra, env)
         rows.append((label, times[args.warmup :], wait))
     ref = BATCH / statistics.median(nn_times)
     print()

@@ -9,6 +9,9 @@
 ``medfoundry models list``              :func:`list_models`
 ``medfoundry models info NAME``         :func:`describe_model`
 ``medfoundry pretrain POOL_DIR -o RUN``  :func:`pretrain` (config: :class:`TrainConfig`)
+``medfoundry finetune --from --data``   :func:`finetune`
+``medfoundry predict -m -i -o``         :class:`Predictor` (``from_checkpoint``) + :func:`predict_paths`
+``medfoundry evaluate PRED REF``        :func:`evaluate_folders`
 ``medfoundry run``                      :func:`run_pipeline`
 =====================================  ==================================================
 """
@@ -16,6 +19,7 @@
 from typing import TYPE_CHECKING
 
 from medfoundry import MedfoundryError
+from medfoundry.evaluation.evaluate import evaluate_folders
 from medfoundry.io import read_image, read_label, read_volume, write_volume
 from medfoundry.pipeline import run_pipeline
 from medfoundry.planning import load_plan, make_plan
@@ -24,13 +28,20 @@ from medfoundry.preprocessing import invert_label, load_case, preprocess_pool
 from medfoundry.synth import write_synthetic_datasets
 
 if TYPE_CHECKING:  # torch-backed names, imported on first use (see __getattr__)
+    from medfoundry.inference.predict_files import predict_paths
+    from medfoundry.inference.predictor import Predictor
     from medfoundry.models.info import describe_model
     from medfoundry.models.registry import create_model, list_models
     from medfoundry.training.config import TrainConfig, apply_overrides
     from medfoundry.training.fit import pretrain
+    from medfoundry.transfer.finetune import finetune
 
 __all__ = [
     "MedfoundryError",
+    "Predictor",
+    "evaluate_folders",
+    "finetune",
+    "predict_paths",
     "TrainConfig",
     "apply_overrides",
     "build_pool",
@@ -62,6 +73,9 @@ def __getattr__(name: str):
         "pretrain": "medfoundry.training.fit",
         "TrainConfig": "medfoundry.training.config",
         "apply_overrides": "medfoundry.training.config",
+        "finetune": "medfoundry.transfer.finetune",
+        "Predictor": "medfoundry.inference.predictor",
+        "predict_paths": "medfoundry.inference.predict_files",
     }
     if name in lazy:
         import importlib

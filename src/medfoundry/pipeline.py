@@ -1,12 +1,15 @@
-"""The main job: data -> pool -> plan -> preprocess (later issues add pretraining and transfer).
+"""The main job, end to end: data -> pool -> plan -> preprocess -> pretrain -> fine-tune on a held-out
+dataset (and the same training from scratch) -> predict -> evaluate -> HTML report.
 
-With no data given it uses the built-in synthetic datasets; ``data_dir`` points at a folder laid out
-like ``../shared/data`` and uses the real-data pool preset. Each step reuses what a previous run
-finished: synthetic cases already written and preprocessed cases with the same plan are kept.
+With no data given it uses the built-in synthetic datasets (pretrain on the CT-like phantom, transfer
+to the MR-like one, which shares two of its three structures); ``data_dir`` points at a folder laid
+out like ``../shared/data`` (pretrain on ACDC, transfer to hippocampus). Every step reuses what a
+previous run finished (a half-finished training run is resumed exactly).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,14 +19,32 @@ from pathlib import Path
 import yaml
 
 from medfoundry import MedfoundryError
+from medfoundry.io.jsonfile import read_json, write_json
 from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool, load_pool
-from medfoundry.pool.spec import pool_spec_from_dict
+from medfoundry.pool.spec import PoolSpec, load_pool_spec, pool_spec_from_dict
 from medfoundry.preprocessing import preprocess_pool
 from medfoundry.synth import write_synthetic_datasets
 
 log = logging.getLogger(__name__)
 REAL_DATA_PRESET = "shared_data_pool.yaml"
+REAL_HOLDOUT = "hippocampus"
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    model: str = "tsfm_s"
+    memory_gb: float = 8.0
+    patch_size: list[int] | None = None
+    """Training patch (Z, Y, X); default: the plan's (the synthetic default is 32 x 64 x 64)."""
+    batch_size: int = 2
+    pretrain_steps: int = 400
+    finetune_epochs: int = 4
+    finetune_iters: int = 25
+    """Fine-tuning and from-scratch runs: epochs x iterations, validated after every epoch."""
+    lr: float = 0.01
+    val_cases: int = 4
+    threads: int = 2
 
 
 def run_pipeline(
@@ -31,45 +52,73 @@ def run_pipeline(
     data_dir: str | os.PathLike | None = None,
     pool_file: str | os.PathLike | None = None,
     jobs: int = 2,
-    model: str = "tsfm_s",
-    memory_gb: float = 8.0,
     synth_cases: int = 16,
+    holdout: str | None = None,
+    cfg: PipelineConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run the main job into ``work_dir``; returns a summary dict (also written as ``summary.json``)."""
+    """Run the main job into ``work_dir``; returns a summary dict (also ``summary.json``).
+
+    ``holdout``: the dataset kept out of pretraining and transferred to (default: hippocampus with
+    ``data_dir``, else the pool's last dataset).
+    """
+    cfg = cfg or PipelineConfig()
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if pool_file is not None:
-        spec: object = Path(pool_file)
+        spec = load_pool_spec(pool_file)
     elif data_dir is not None:
         spec = real_data_spec(data_dir)
+        holdout = holdout or REAL_HOLDOUT
     else:
-        spec = write_synthetic_datasets(
-            work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress
+        spec = load_pool_spec(
+            write_synthetic_datasets(
+                work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress
+            )
         )
-        timings["synth_s"] = time.perf_counter() - t
+        cfg.patch_size = cfg.patch_size or [32, 64, 64]
+        timings["synth_s"] = round(time.perf_counter() - t, 3)
+    pre_spec, target_spec = split_holdout(spec, holdout or spec.datasets[-1].name)
     pool_dir = work / "pool"
-    for step, fn in (
-        ("pool_build_s", lambda: build_pool(spec, pool_dir, jobs=jobs, progress=progress)),
-        ("plan_s", lambda: make_plan(pool_dir, model=model, memory_gb=memory_gb)),
+    steps = [
+        ("pool_build_s", lambda: build_pool(pre_spec, pool_dir, jobs=jobs, progress=progress)),
+        ("plan_s", lambda: _plan(pool_dir, cfg)),
         ("preprocess_s", lambda: preprocess_pool(pool_dir, jobs=jobs, progress=progress)),
-    ):
+        ("pretrain_s", lambda: _pretrain(pool_dir, work / "pretrain", cfg, progress)),
+        ("finetune_s", lambda: _finetune(work, target_spec, cfg, jobs, progress)),
+        ("scratch_s", lambda: _scratch(work, cfg, progress)),
+        ("predict_s", lambda: _predict(work, progress)),
+        ("evaluate_s", lambda: _evaluate(work, jobs, progress)),
+    ]
+    for name, fn in steps:
         t = time.perf_counter()
         fn()
-        timings[step] = round(time.perf_counter() - t, 3)
-    pool = load_pool(pool_dir)
-    return {
-        "pool_dir": str(pool_dir),
-        "pool": pool["name"],
-        "timings_s": timings,
-        "datasets": {n: d["num_cases"] for n, d in pool["datasets"].items()},
-        "labels": pool["labels"],
-    }
+        timings[name] = round(time.perf_counter() - t, 3)
+    summary = _report(work, pool_dir, target_spec.datasets[0].name, timings)
+    write_json(work / "summary.json", summary)
+    return summary
 
 
-def real_data_spec(data_dir: str | os.PathLike):
+def split_holdout(spec: PoolSpec, holdout: str) -> tuple[PoolSpec, PoolSpec]:
+    """The pretraining pool (every dataset but ``holdout``) and the one-dataset target pool."""
+    names = [d.name for d in spec.datasets]
+    if holdout not in names:
+        raise MedfoundryError(
+            f"held-out dataset '{holdout}' is not in the pool ({', '.join(names)})"
+        )
+    if len(names) < 2:
+        raise MedfoundryError("the main job needs at least two datasets: one is held out")
+    rest = [d for d in spec.datasets if d.name != holdout]
+    target = [d for d in spec.datasets if d.name == holdout]
+    return (
+        dataclasses.replace(spec, datasets=rest),
+        dataclasses.replace(spec, name=holdout, datasets=target),
+    )
+
+
+def real_data_spec(data_dir: str | os.PathLike) -> PoolSpec:
     """The preset pool (hippocampus + ACDC) over a folder laid out like ``../shared/data``."""
     data = Path(data_dir).resolve()
     if not data.is_dir():
@@ -78,3 +127,171 @@ def real_data_spec(data_dir: str | os.PathLike):
         resources.files("medfoundry").joinpath("presets", REAL_DATA_PRESET).read_text()
     )
     return pool_spec_from_dict(raw, base_dir=data, source=data / REAL_DATA_PRESET)
+
+
+def _plan(pool_dir: Path, cfg: PipelineConfig) -> None:
+    make_plan(pool_dir, model=cfg.model, memory_gb=cfg.memory_gb, batch_size=cfg.batch_size)
+
+
+def cpu_train_config(
+    model: str,
+    epochs: int,
+    iters: int,
+    patch,
+    batch_size: int,
+    lr: float,
+    val_cases: int,
+    val_every: int = 1,
+    threads: int = 2,
+):
+    """A TrainConfig for the main job and the transfer benchmark (one data worker, ``threads``)."""
+    from medfoundry.training.config import TrainConfig
+
+    t = TrainConfig(model=model, epochs=epochs, iters_per_epoch=iters, val_every=val_every)
+    t.patch_size, t.batch_size, t.threads = patch, batch_size, threads
+    t.optim.lr, t.data.val_max_cases, t.data.num_workers = lr, val_cases, 1
+    return t
+
+
+def _train_config(cfg: PipelineConfig, epochs: int, iters: int):
+    return cpu_train_config(
+        cfg.model,
+        epochs,
+        iters,
+        cfg.patch_size,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.val_cases,
+        threads=cfg.threads,
+    )
+
+
+def _pretrain(pool_dir: Path, run: Path, cfg: PipelineConfig, progress: bool) -> None:
+    from medfoundry.transfer.finetune import train_or_resume
+
+    per_epoch = max(1, cfg.pretrain_steps // 4)
+    train_or_resume(run, pool_dir, _train_config(cfg, 4, per_epoch), None, progress)
+
+
+def _finetune(work: Path, target: PoolSpec, cfg: PipelineConfig, jobs: int, progress: bool) -> None:
+    from medfoundry.transfer.finetune import train_or_resume
+
+    tcfg = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_iters)
+    train_or_resume(work / "finetune", target, tcfg, work / "pretrain", progress, jobs)
+
+
+def _scratch(work: Path, cfg: PipelineConfig, progress: bool) -> None:
+    """The fine-tuning run's twin: same target data, config and steps, random initial weights."""
+    from medfoundry.transfer.finetune import train_or_resume
+
+    tcfg = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_iters)
+    train_or_resume(work / "scratch", work / "finetune" / "target", tcfg, None, progress)
+
+
+def _predict(work: Path, progress: bool) -> None:
+    """The fine-tuned model on the target's validation cases, as files in their own geometry."""
+    from medfoundry.inference.predict_files import predict_paths
+    from medfoundry.inference.predictor import Predictor
+
+    val, refs = _val_cases(work), work / "references"
+    refs.mkdir(exist_ok=True)
+    images = work / "val_images"
+    images.mkdir(exist_ok=True)
+    for case in val:
+        name = case["id"].split("/", 1)[1]
+        for i, img in enumerate(case["images"]):
+            _link(img, images / f"{name}_{i:04d}{_suffix(img)}")
+        _link(case["label"], refs / f"{name}{_suffix(case['label'])}")
+    predictor = Predictor.from_checkpoint(work / "finetune", "cpu")
+    out = predict_paths(predictor, images, work / "predictions", progress=progress)
+    if out["failed"]:
+        raise MedfoundryError(f"prediction failed for {sorted(out['failed'])}")
+
+
+def _evaluate(work: Path, jobs: int, progress: bool) -> None:
+    from medfoundry.evaluation.evaluate import evaluate_folders
+
+    evaluate_folders(
+        work / "predictions",
+        work / "references",
+        work / "evaluation" / "summary.json",
+        jobs=jobs,
+        progress=progress,
+    )
+
+
+def _report(work: Path, pool_dir: Path, target: str, timings: dict) -> dict:
+    from medfoundry.report import save_overlay, transfer_rows, write_report
+    from medfoundry.training.runlog import read_metrics
+
+    val = {
+        run: [r for r in read_metrics(work / run) if r["kind"] == "val"]
+        for run in ("pretrain", "finetune", "scratch")
+    }
+    rows = transfer_rows(val["finetune"], val["scratch"], target)
+    evaluation = read_json(work / "evaluation" / "summary.json")
+    labels = read_json(work / "finetune" / "labels.json")
+    l2g = load_pool(work / "finetune" / "target")["datasets"][target]["local_to_global"]
+    g_names = {i: n for n, i in labels.items()}
+    class_names = {int(k): g_names.get(v, str(k)) for k, v in l2g.items()}
+    report_dir = work / "report"
+    report_dir.mkdir(exist_ok=True)
+    overlays = []
+    for case in _val_cases(work)[:3]:
+        name = case["id"].split("/", 1)[1]
+        png = report_dir / f"overlay_{name}.png"
+        if not png.exists():
+            pred = work / "predictions" / f"{name}{_suffix(case['label'])}"
+            save_overlay(case["images"], case["label"], pred, png, f"{target} / {name}")
+        overlays.append(png.name)
+    pool = load_pool(pool_dir)
+    summary = {
+        "pretraining pool": ", ".join(
+            f"{n} ({d['num_cases']})" for n, d in pool["datasets"].items()
+        ),
+        "held-out target": target,
+        "pretraining best validation mean Dice": _best(val["pretrain"]),
+        "fine-tuned final validation mean Dice": rows[-1]["finetuned"] if rows else None,
+        "from-scratch final validation mean Dice": rows[-1]["scratch"] if rows else None,
+        "timings_s": timings,
+    }
+    html = write_report(
+        report_dir,
+        "medfoundry main job",
+        {
+            "summary": summary,
+            "transfer": rows,
+            "dice": evaluation,
+            "class_names": class_names,
+            "overlays": overlays,
+        },
+    )
+    return {
+        **summary,
+        "transfer": rows,
+        "evaluation_mean": evaluation["mean"],
+        "report": str(html),
+        "pool_dir": str(pool_dir),
+    }
+
+
+def _best(val: list[dict]):
+    scores = [r["val/mean"] for r in val if "val/mean" in r]
+    return max(scores) if scores else None
+
+
+def _val_cases(work: Path) -> list[dict]:
+    splits = read_json(work / "finetune" / "splits.json")
+    by_id = {c["id"]: c for c in load_pool(work / "finetune" / "target")["cases"]}
+    return [by_id[i] for i in splits["val"]]
+
+
+def _suffix(path: str) -> str:
+    return next(
+        (s for s in (".nii.gz", ".nii", ".nrrd", ".mha") if str(path).endswith(s)), ".nii.gz"
+    )
+
+
+def _link(src: str, dst: Path) -> None:
+    if not dst.exists():
+        dst.symlink_to(Path(src).resolve())

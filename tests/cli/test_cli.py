@@ -18,6 +18,11 @@ COMMANDS = [
     ["plan"],
     ["preprocess"],
     ["run"],
+    ["models"],
+    ["pretrain"],
+    ["finetune"],
+    ["predict"],
+    ["evaluate"],
 ]
 
 
@@ -65,26 +70,57 @@ def test_validation_report_then_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "out" / "pool.json").exists()
 
 
+TINY = [
+    "--model",
+    "tsfm_test",
+    "--pretrain-steps",
+    "8",
+    "--finetune-epochs",
+    "2",
+    "--finetune-iters",
+    "3",
+    "--patch",
+    "16",
+    "32",
+    "32",
+]
+
+
 def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
+    work = tmp_path / "w"
     cmd = [
         sys.executable,
         "-m",
         "medfoundry.cli.main",
         "run",
         "-o",
-        str(tmp_path / "w"),
+        str(work),
         "--synth-cases",
-        "3",
-        "-q",
+        "4",
     ]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    first = subprocess.run([*cmd, *TINY, "-q"], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
-    assert "pool 'synthetic-abdomen': 6 cases" in first.stdout
-    assert "1=liver, 2=spleen, 3=kidney, 4=liver_lesion, 5=gallbladder" in first.stdout
-    plan = json.loads((tmp_path / "w" / "pool" / "plan.json").read_text())
-    assert set(plan["datasets"]) == {"synthabdomenct", "synthabdomenmr"}
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0 and "preprocess 0." in second.stdout.split("time:")[1]
+    # Pretraining pool: the CT-like dataset; the MR-like one is held out and transferred to.
+    assert "pool 'synthetic-abdomen': 4 cases" in first.stdout
+    assert "1=liver, 2=spleen, 3=kidney, 4=liver_lesion" in first.stdout
+    assert "held out for transfer: synthabdomenmr" in first.stdout
+    init = json.loads((work / "finetune" / "init.json").read_text())
+    assert init["head"]["kept"] == ["liver", "kidney"] and init["head"]["new"] == ["gallbladder"]
+    summary = json.loads((work / "summary.json").read_text())
+    assert len(summary["transfer"]) == 2 and set(summary["evaluation_mean"]) == {"1", "2", "3"}
+    html = (work / "report" / "report.html").read_text()
+    assert "Transfer" in html and "overlay_" in html
+    assert list((work / "report").glob("overlay_*.png"))
+    preds = sorted((work / "predictions").glob("*.nii.gz"))
+    refs = sorted((work / "references").glob("*.nii.gz"))
+    assert [p.name for p in preds] == [r.name for r in refs] and preds
+    second = subprocess.run([*cmd, *TINY, "-q"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    times = dict(
+        item.rsplit(" ", 2)[:2]
+        for item in second.stdout.split("time: ")[1].splitlines()[0].split(", ")
+    )
+    assert float(times["preprocess"]) < 1 and float(times["pretrain"]) < 1  # reused, not redone
 
 
 def test_main_job_on_real_data(data_dir, tmp_path):
@@ -99,13 +135,17 @@ def test_main_job_on_real_data(data_dir, tmp_path):
             str(data_dir),
             "-o",
             str(tmp_path / "w"),
+            *TINY,
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr
-    assert "pool 'mri-pool': 360 cases" in out.stdout
+    assert "pool 'mri-pool': 160 cases" in out.stdout  # ACDC; hippocampus is held out
+    assert "held out for transfer: hippocampus" in out.stdout
+    s = json.loads((tmp_path / "w" / "evaluation" / "summary.json").read_text())
+    assert s["num_cases"] == 40 and s["labels"] == [1, 2]
 
 
 def test_models_list_and_info(capsys):

@@ -13,7 +13,7 @@ from medfoundry.pool.sampling import SAMPLING_RULES
 
 def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register every subcommand; ``common`` holds options (-q, --debug) each one accepts."""
-    from medfoundry.cli import train_commands
+    from medfoundry.cli import train_commands, transfer_commands
 
     for add in (
         _add_synth,
@@ -22,6 +22,10 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         _add_preprocess,
         train_commands.add_models,
         train_commands.add_pretrain,
+        transfer_commands.add_finetune,
+        transfer_commands.add_predict,
+        transfer_commands.add_evaluate,
+        transfer_commands.add_benchmark,
         _add_run,
     ):
         add(sub, common)
@@ -194,10 +198,11 @@ def _add_run(sub, common) -> None:
     p = sub.add_parser(
         "run",
         parents=[common],
-        help="the main job: data -> pool -> plan -> preprocess",
-        description="Run the whole flow. Without --data or --pool it generates the built-in synthetic "
-        "datasets; --data DIR uses the real-data preset (hippocampus + ACDC) in a folder laid out like "
-        "../shared/data. A second run reuses finished steps.",
+        help="the main job: pool -> plan -> preprocess -> pretrain -> fine-tune -> predict -> evaluate -> report",
+        description="Run the whole flow and write WORK_DIR/report/report.html. Without --data or --pool it "
+        "generates the built-in synthetic datasets (pretrain on the CT-like one, transfer to the MR-like one); "
+        "--data DIR uses the real-data preset in a folder laid out like ../shared/data (pretrain on ACDC, "
+        "transfer to hippocampus). A second run reuses finished steps and resumes unfinished training.",
     )
     p.add_argument(
         "-o",
@@ -212,8 +217,15 @@ def _add_run(sub, common) -> None:
         "--data", type=Path, metavar="DIR", help="real data folder (like ../shared/data)"
     )
     src.add_argument("--pool", type=Path, metavar="POOL.yaml", help="your own pool file")
+    p.add_argument("--holdout", help="dataset to transfer to (default: hippocampus / the last one)")
     p.add_argument("--model", default="tsfm_s", choices=sorted(MODEL_SIZES))
     p.add_argument("--memory-gb", type=float, default=8.0)
+    p.add_argument("--pretrain-steps", type=int, default=400, help="default 400")
+    p.add_argument("--finetune-epochs", type=int, default=4, help="default 4")
+    p.add_argument(
+        "--finetune-iters", type=int, default=25, help="iterations per epoch (default 25)"
+    )
+    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument(
         "--synth-cases", type=int, default=16, help="cases per synthetic dataset (default 16)"
     )
@@ -222,20 +234,36 @@ def _add_run(sub, common) -> None:
 
 
 def _run(a) -> None:
+    from medfoundry.pipeline import PipelineConfig
+
+    cfg = PipelineConfig(
+        model=a.model,
+        memory_gb=a.memory_gb,
+        patch_size=a.patch,
+        pretrain_steps=a.pretrain_steps,
+        finetune_epochs=a.finetune_epochs,
+        finetune_iters=a.finetune_iters,
+    )
     s = api.run_pipeline(
         a.out,
         data_dir=a.data,
         pool_file=a.pool,
         jobs=a.jobs,
-        model=a.model,
-        memory_gb=a.memory_gb,
         synth_cases=a.synth_cases,
+        holdout=a.holdout,
+        cfg=cfg,
         progress=not a.quiet,
     )
     _print_pool(api.load_pool(s["pool_dir"]))
-    plan = api.load_plan(s["pool_dir"])
-    print(
-        f"  plan: patch {plan['patch_size_vox']}, batch {plan['batch_size']}, {len(plan['stages'])} stages"
-    )
+    print(f"  held out for transfer: {s['held-out target']}")
+    print("  epoch  fine-tuned  from scratch  (validation mean Dice)")
+    for r in s["transfer"]:
+        print(f"  {r['epoch']:>5}  {_num(r['finetuned']):>10}  {_num(r['scratch']):>12}")
+    for lab, m in s["evaluation_mean"].items():
+        print(f"  label {lab}: Dice {_num(m['dice'])}, HD95 {_num(m['hd95_mm'])} mm")
     print("  time: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in s["timings_s"].items()))
-    print(f"done -> {s['pool_dir']}")
+    print(f"done -> {s['report']}")
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

@@ -92,6 +92,12 @@ def add_pretrain(sub, common) -> None:
         help="continue this run exactly from its latest checkpoint",
     )
     p.add_argument("--model", choices=sorted(MODEL_SIZES), help="size (default tsfm_s)")
+    add_training_flags(p)
+    p.set_defaults(func=_pretrain)
+
+
+def add_training_flags(p) -> None:
+    """The training flags that pretrain and finetune share."""
     p.add_argument("--preset", help="a YAML preset (bundled name, e.g. pretrain_cpu, or a file)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--iters-per-epoch", type=int)
@@ -106,11 +112,26 @@ def add_pretrain(sub, common) -> None:
         metavar="KEY=VALUE",
         help="any config field, dotted (repeatable)",
     )
-    p.set_defaults(func=_pretrain)
+
+
+def config_from_flags(a, cfg=None, **extra):
+    """A TrainConfig from --preset, the shared flags, ``extra`` fields and --set (in that order)."""
+    from medfoundry.training.config import apply_overrides, load_preset
+
+    cfg = cfg if cfg is not None and not a.preset else load_preset(a.preset)
+    flags = {
+        "epochs": a.epochs,
+        "iters_per_epoch": a.iters_per_epoch,
+        "batch_size": a.batch_size,
+        "optim.lr": a.lr,
+        "seed": a.seed,
+        "device": a.device,
+        **extra,
+    }
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set)
 
 
 def _pretrain(a) -> None:
-    from medfoundry.training.config import apply_overrides, load_preset
     from medfoundry.training.fit import pretrain
 
     if a.resume:
@@ -122,17 +143,7 @@ def _pretrain(a) -> None:
     else:
         if not a.pool_dir or not a.out:
             raise MedfoundryError("give POOL_DIR and -o RUN_DIR (or --resume RUN_DIR)")
-        cfg = load_preset(a.preset)
-        flags = {
-            "model": a.model,
-            "epochs": a.epochs,
-            "iters_per_epoch": a.iters_per_epoch,
-            "batch_size": a.batch_size,
-            "optim.lr": a.lr,
-            "seed": a.seed,
-            "device": a.device,
-        }
-        apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set)
+        cfg = config_from_flags(a, model=a.model)
         out = pretrain(a.pool_dir, a.out, cfg, progress=not a.quiet)
     if out.get("run_dir"):
         print(

@@ -25,14 +25,7 @@ from medfoundry.planning.plan import load_plan
 from medfoundry.pool.build import load_pool
 from medfoundry.pool.labels import remap_labels
 from medfoundry.preprocessing.cache import CACHE_DIR, case_paths, is_complete, save_array
-from medfoundry.preprocessing.normalize import normalize
-from medfoundry.preprocessing.resample import (
-    needs_resampling,
-    resample_image,
-    resample_label,
-    resampled_shape,
-    thick_axis_of,
-)
+from medfoundry.preprocessing.transform import transform_volume
 
 log = logging.getLogger(__name__)
 LOCATIONS_PER_CLASS = 10_000
@@ -84,35 +77,18 @@ def preprocess_case(
     """Preprocess one pool case record and write it to the cache; returns its properties."""
     image = read_image(case["images"])
     label = read_label(case["label"])
-    (z0, z1), (y0, y1), (x0, x1) = case["nonzero_bbox"]
-    img = image.array[:, z0:z1, y0:y1, x0:x1]
-    lab = label.array[0, z0:z1, y0:y1, x0:x1]
-    img, applied = normalize(img, dataset_plan["normalization"])
-    target = dataset_plan["target_spacing_mm"]
-    resampled = needs_resampling(lab.shape, image.spacing_mm, target)
-    if resampled:
-        new_shape = resampled_shape(lab.shape, image.spacing_mm, target)
-        thick = thick_axis_of(image.spacing_mm)
-        img = resample_image(img, new_shape, thick)
-        lab = resample_label(lab, new_shape, thick)
+    img, lab, geo = transform_volume(image, dataset_plan, label.array[0], case["nonzero_bbox"])
     lab = remap_labels(lab, local_to_global)
     paths = case_paths(pool_dir, case["id"])
     paths["image"].parent.mkdir(parents=True, exist_ok=True)
-    save_array(paths["image"], np.ascontiguousarray(img, dtype=np.float32))
+    save_array(paths["image"], img)
     save_array(paths["label"], np.ascontiguousarray(lab))
     _save_locations(paths["locations"], lab, case["id"])
     props = {
         "case_id": case["id"],
         "dataset": case["dataset"],
         "plan_sha256": plan_sha,
-        "original_geometry": image.geometry(),
-        "nonzero_bbox": case["nonzero_bbox"],
-        "cropped_shape_zyx": [z1 - z0, y1 - y0, x1 - x0],
-        "original_spacing_mm": [float(s) for s in image.spacing_mm],
-        "target_spacing_mm": target,
-        "resampled": bool(resampled),
-        "shape_zyx": list(lab.shape),
-        "normalization": applied,
+        **geo,
         "local_to_global": {str(k): v for k, v in local_to_global.items()},
         "classes_present": sorted(int(v) for v in np.unique(lab) if v != 0),
     }

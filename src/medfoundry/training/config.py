@@ -77,6 +77,14 @@ class TrainConfig:
     """Also write the 'latest' checkpoint every N steps within an epoch."""
     threads: int = 0
     """torch intra-op threads (0: leave torch's default)."""
+    freeze: str = "none"
+    """Which parameters train: ``none`` (all), ``encoder`` (stem and encoder frozen),
+    ``all-but-bottleneck`` (only the Transformer bottleneck and the head train: TSFM's "only the
+    Transformer part is adjusted"), ``head-only``. Heads always train."""
+    head_warmup_steps: int = 0
+    """Train only the head for this many steps first (then what ``freeze`` allows)."""
+    init_from: str | None = None
+    """Fine-tuning: the checkpoint the initial weights came from (set by ``medfoundry finetune``)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
 

@@ -30,10 +30,13 @@ from medfoundry.pool import load_pool
 from medfoundry.training import distributed as D
 from medfoundry.training.checkpoint import load_checkpoint, save_checkpoint
 from medfoundry.training.config import TrainConfig, from_dict, to_dict
+from medfoundry.training.freeze import apply_freeze, body_parameters
 from medfoundry.training.runlog import RunLog, plot_progress
 from medfoundry.training.validate import validate
 
 log = logging.getLogger(__name__)
+RUN_DATA_DIR = "target"
+"""A run folder may already hold this subfolder: the preprocessed target of a fine-tuning run."""
 
 
 def pretrain(
@@ -42,10 +45,13 @@ def pretrain(
     cfg: TrainConfig | None = None,
     resume: bool = False,
     progress: bool = True,
+    init_model=None,
 ) -> dict:
     """Train (or, with ``resume``, continue exactly) a run; returns the final metrics.
 
     On resume the config, splits and pool folder come from the run's latest checkpoint.
+    ``init_model(model) -> report dict``, when given, sets the initial weights of a new run (fine-tuning
+    uses it); the report is stored in the checkpoints and as ``RUN_DIR/init.json``.
     """
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir) if resume else None
@@ -55,7 +61,7 @@ def pretrain(
             raise MedfoundryError("a POOL_DIR is needed to start a run")
         pool_dir = ckpt["pool_dir"]
     pool_dir = Path(pool_dir).resolve()
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    if not resume and run_dir.exists() and any(p.name != RUN_DATA_DIR for p in run_dir.iterdir()):
         raise MedfoundryError(
             f"{run_dir} is not empty: use --resume {run_dir} to continue it, or another folder"
         )
@@ -69,12 +75,12 @@ def pretrain(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress)
+        return _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model)
     finally:
         D.cleanup(dist)
 
 
-def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
+def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None) -> dict:
     pool, plan = load_pool(pool_dir), load_plan(pool_dir)
     labels = pool["labels"]
     num_fg = len(labels) - 1
@@ -105,6 +111,9 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         **cfg.model_overrides,
     )
     model.set_grad_checkpointing(cfg.grad_checkpointing)
+    init_report = ckpt.get("init") if ckpt else (init_model(model) if init_model else None)
+    trainable = apply_freeze(model, cfg.freeze)
+    warmup_params = body_parameters(model) if cfg.head_warmup_steps else []
     model.to(device)
     # FSDP2 refuses non-contiguous parameters, so channels-last is a DDP/single-process speed-up only.
     channels_last = cfg.channels_last and not cfg.fsdp
@@ -135,8 +144,14 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         "config": to_dict(cfg),
         "plan": plan,
         "labels": labels,
+        "datasets": {
+            n: {"local_to_global": d["local_to_global"], "modality": d["modality"]}
+            for n, d in pool["datasets"].items()
+        },
         "splits": splits,
         "pool_dir": str(pool_dir),
+        "init": init_report,
+        "trainable_parameters": trainable,
     }
     runlog = _prepare_run_dir(run_dir, meta, step) if dist.is_main else None
 
@@ -175,6 +190,11 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress) -> dict:
         loss = _loss(loss_fn, out, label, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if step < cfg.head_warmup_steps:
+            for (
+                p
+            ) in warmup_params:  # head warm-up: the body keeps its weights (SGD skips grad None)
+                p.grad = None
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
         opt.step()
@@ -385,14 +405,16 @@ def _optimizer(cfg: TrainConfig, net):
     o = cfg.optim
     if o.name == "sgd":
         return torch.optim.SGD(
-            net.parameters(),
+            [p for p in net.parameters() if p.requires_grad],
             lr=o.lr,
             momentum=o.momentum,
             weight_decay=o.weight_decay,
             nesterov=True,
         )
     if o.name == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(
+            [p for p in net.parameters() if p.requires_grad], lr=o.lr, weight_decay=o.weight_decay
+        )
     raise MedfoundryError(f"unknown optimizer '{o.name}' (choose sgd or adamw)")
 
 
@@ -402,6 +424,8 @@ def _prepare_run_dir(run_dir: Path, meta: dict, step: int) -> RunLog:
     write_json(run_dir / "plan.json", meta["plan"])
     write_json(run_dir / "labels.json", meta["labels"])
     write_json(run_dir / "splits.json", meta["splits"])
+    if meta["init"] is not None:
+        write_json(run_dir / "init.json", meta["init"])
     runlog = RunLog(run_dir)
     runlog.truncate_after(step)
     return runlog

@@ -1,0 +1,223 @@
+"""Subcommands after pretraining: ``finetune``, ``predict`` and ``evaluate`` (torch imported lazily)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medfoundry import MedfoundryError
+from medfoundry.cli.train_commands import add_training_flags, config_from_flags
+
+
+def add_finetune(sub, common) -> None:
+    p = sub.add_parser(
+        "finetune",
+        parents=[common],
+        help="adapt a pretrained model to a new dataset",
+        description="Plan and preprocess DATASET with its own fingerprint, build the model for its labels, "
+        "load every compatible pretrained weight (report: RUN_DIR/init.json) and train with the pretraining "
+        "engine (checkpoints, metrics, validation; continue with 'medfoundry pretrain --resume RUN_DIR'). "
+        "Default: 50 epochs of 250 iterations, lr 1e-3.",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=Path,
+        metavar="CKPT_OR_RUN",
+        help="a checkpoint file or a run folder (its best, else final, else latest checkpoint)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DATASET",
+        help="a dataset folder (nnU-Net, MSD or plain layout with dataset.json), a one-dataset pool "
+        "file, or an already preprocessed pool folder",
+    )
+    p.add_argument(
+        "-o", "--out", required=True, type=Path, metavar="RUN_DIR", help="new run folder"
+    )
+    p.add_argument(
+        "--freeze",
+        choices=["none", "encoder", "all-but-bottleneck", "head-only"],
+        help="parameters kept fixed (default none; heads always train)",
+    )
+    p.add_argument(
+        "--head-warmup", type=int, metavar="STEPS", help="train only the head for STEPS steps first"
+    )
+    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="default: planned")
+    p.add_argument("--memory-gb", type=float, default=8.0, help="planning budget (default 8)")
+    add_training_flags(p)
+    p.add_argument("-j", "--jobs", type=int, default=2, metavar="N", help="preprocessing workers")
+    p.set_defaults(func=_finetune)
+
+
+def _finetune(a) -> None:
+    from medfoundry.training.config import TrainConfig
+    from medfoundry.transfer.finetune import finetune
+
+    cfg = config_from_flags(
+        a,
+        TrainConfig(epochs=50),
+        freeze=a.freeze,
+        head_warmup_steps=a.head_warmup,
+        patch_size=None if a.patch is None else json.dumps(a.patch),
+    )
+    out = finetune(a.source, a.data, a.out, cfg, a.memory_gb, a.jobs, progress=not a.quiet)
+    c = out["init"]["counts"]
+    print(
+        f"initialised from {out['init']['source']}: loaded {c['loaded'] / 1e6:.2f}M, adapted "
+        f"{c['adapted'] / 1e6:.2f}M, interpolated {c['interpolated'] / 1e6:.2f}M, skipped "
+        f"{c['skipped'] / 1e6:.2f}M, new {c['new'] / 1e6:.2f}M parameters"
+    )
+    print(
+        f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice "
+        f"{out['best_val_mean']:.4f} -> {out['run_dir']}"
+    )
+
+
+def add_predict(sub, common) -> None:
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="segment images with a trained model",
+        description="Sliding-window prediction with the checkpoint's own preprocessing; label maps in the "
+        "input geometry and header. Cases already in OUT_DIR are kept; unreadable inputs are reported "
+        "and skipped.",
+    )
+    p.add_argument("-m", "--model", required=True, type=Path, metavar="CKPT_OR_RUN")
+    p.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="an image, a folder of images ({case}_0000.nii.gz channel files are grouped), or a DICOM series folder",
+    )
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR")
+    p.add_argument("--step", type=float, default=0.5, help="tile step / patch (default 0.5)")
+    mirror = p.add_mutually_exclusive_group()
+    mirror.add_argument(
+        "--mirror",
+        dest="mirror",
+        action="store_true",
+        default=None,
+        help="mirroring test-time augmentation (default: on with CUDA, off on CPU)",
+    )
+    mirror.add_argument("--no-mirror", dest="mirror", action="store_false")
+    p.add_argument("--classes", nargs="+", metavar="NAME_OR_ID", help="only these classes")
+    p.add_argument(
+        "--dataset", help="pool models: the dataset whose preprocessing and label ids to use"
+    )
+    p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz")
+    p.add_argument("--no-amp", action="store_true", help="fp32 even where bf16 is native")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.set_defaults(func=_predict)
+
+
+def _predict(a) -> int:
+    from medfoundry.inference.predict_files import predict_paths
+    from medfoundry.inference.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(
+        a.model,
+        a.device,
+        step_fraction=a.step,
+        mirror=a.mirror,
+        amp=not a.no_amp,
+        dataset=a.dataset,
+        classes=a.classes,
+        save_probabilities=a.save_probabilities,
+    )
+    out = predict_paths(predictor, a.input, a.out, progress=not a.quiet)
+    print(
+        f"predicted {len(out['written'])} case(s), kept {len(out['kept'])}, failed {len(out['failed'])} -> {out['out_dir']}"
+    )
+    return 1 if out["failed"] else 0
+
+
+def add_evaluate(sub, common) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="Dice, IoU, surface Dice, HD95 and volumes of predictions against references",
+        description="Pairs files by case name. Conventions for empty masks are written into the summary.",
+    )
+    p.add_argument("pred_dir", type=Path, metavar="PRED_DIR")
+    p.add_argument("ref_dir", type=Path, metavar="REF_DIR")
+    p.add_argument(
+        "-o", "--out", type=Path, default=Path("summary.json"), help="default summary.json"
+    )
+    p.add_argument(
+        "--labels", type=int, nargs="+", help="label ids (default: all in the references)"
+    )
+    p.add_argument(
+        "--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance (default 1)"
+    )
+    p.add_argument("-j", "--jobs", type=int, default=2, metavar="N")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(a) -> None:
+    from medfoundry.evaluation.evaluate import evaluate_folders
+
+    if a.tolerance_mm < 0:
+        raise MedfoundryError("--tolerance-mm must be >= 0")
+    s = evaluate_folders(
+        a.pred_dir, a.ref_dir, a.out, a.labels, a.tolerance_mm, a.jobs, progress=not a.quiet
+    )
+    print(f"{s['num_cases']} case(s); mean per label (tolerance {s['tolerance_mm']} mm):")
+    print(f"{'label':>6} {'dice':>7} {'iou':>7} {'nsd':>7} {'hd95_mm':>8}")
+    for lab, m in s["mean"].items():
+        vals = [m[k] for k in ("dice", "iou", "surface_dice", "hd95_mm")]
+        print(
+            f"{lab:>6} " + " ".join(f"{v:>7.4f}" if v is not None else f"{'n/a':>7}" for v in vals)
+        )
+    print(f"-> {a.out}")
+
+
+def add_benchmark(sub, common) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        parents=[common],
+        help="benchmarks that are commands (transfer)",
+        description="Benchmarks run as commands; timing scripts against nnU-Net live in benchmarks/.",
+    )
+    bsub = p.add_subparsers(dest="benchmark_command", metavar="NAME", required=True)
+    t = bsub.add_parser(
+        "transfer",
+        parents=[common],
+        help="TSFM Table 2: fine-tuned vs from scratch for k epochs, and a long from-scratch reference",
+        description="Per direction: pretrain on a pool without the target, fine-tune on the target for k "
+        "epochs for each k, train from scratch for the same k, and from scratch for the full budget; "
+        "writes table.md, table.csv and transfer.png per direction. Finished runs are reused, unfinished "
+        "ones resumed.",
+    )
+    t.add_argument("--data", required=True, type=Path, metavar="DIR", help="like ../shared/data")
+    t.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR")
+    t.add_argument(
+        "--preset",
+        default="transfer_real",
+        help="bundled name or YAML file (default transfer_real)",
+    )
+    t.add_argument("--direction", nargs="+", metavar="NAME", help="only these directions")
+    t.add_argument("--ks", type=int, nargs="+", help="override the preset's k values (epochs)")
+    t.add_argument("--full-epochs", type=int, help="override the full from-scratch budget")
+    t.add_argument("-j", "--jobs", type=int, default=2, metavar="N")
+    t.set_defaults(func=_benchmark_transfer)
+
+
+def _benchmark_transfer(a) -> None:
+    from medfoundry.transfer_benchmark import load_bench_config, run_transfer_benchmark
+
+    cfg = load_bench_config(a.preset)
+    if a.ks:
+        cfg.ks = a.ks
+    if a.full_epochs:
+        cfg.full_epochs = a.full_epochs
+    run_transfer_benchmark(a.data, a.out, cfg, a.direction, a.jobs, progress=not a.quiet)
+    for d in cfg.directions:
+        table = a.out / d.name / "table.md"
+        if table.is_file():
+            print(table.read_text())

@@ -1,0 +1,112 @@
+"""The main job's HTML report: transfer table, per-class Dice, and PNG overlays (matplotlib, Agg).
+
+Everything is written into one folder: ``report.html`` plus ``overlay_<case>.png`` images.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medfoundry.io import read_image, read_label
+
+COLOURS = [(0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.2, 0.4, 1.0), (1.0, 0.8, 0.0), (0.9, 0.2, 0.9)]
+
+
+def transfer_rows(finetune_val: list[dict], scratch_val: list[dict], dataset: str) -> list[dict]:
+    """One row per validation point: step, epoch, fine-tuned and from-scratch mean Dice."""
+    key = f"val/{dataset}/mean"
+    scratch = {r["step"]: r.get(key) for r in scratch_val}
+    return [
+        {
+            "epoch": r["epoch"],
+            "step": r["step"],
+            "finetuned": r.get(key),
+            "scratch": scratch.get(r["step"]),
+        }
+        for r in finetune_val
+    ]
+
+
+def save_overlay(image_path, ref_path, pred_path, out_png: Path, title: str) -> Path:
+    """Image, reference and prediction on the axial slice with the most reference foreground."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = read_image(image_path).array[0]
+    ref, pred = read_label(ref_path).array[0], read_label(pred_path).array[0]
+    z = int(np.argmax((ref > 0).sum(axis=(1, 2))))
+    lo, hi = np.percentile(img[z], [1, 99])
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for ax, lab, name in zip(
+        axes, (None, ref, pred), ("image", "reference", "prediction"), strict=True
+    ):
+        ax.imshow(img[z], cmap="gray", vmin=lo, vmax=hi)
+        if lab is not None:
+            rgba = np.zeros((*lab[z].shape, 4))
+            for v in np.unique(lab[z]):
+                if v:
+                    rgba[lab[z] == v] = (*COLOURS[(int(v) - 1) % len(COLOURS)], 0.45)
+            ax.imshow(rgba)
+        ax.set_title(f"{name} (slice {z})", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = out_png.with_name(f".tmp-{out_png.name}")
+    fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+def write_report(out_dir: Path, title: str, sections: dict) -> Path:
+    """``report.html`` from ``sections``: ``summary`` (key -> value), ``transfer`` (rows of
+    :func:`transfer_rows`), ``dice`` (evaluate summary), ``class_names`` (id -> name), ``overlays``
+    (PNG file names)."""
+    e = html.escape
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style>",
+        f"<h1>{e(title)}</h1>",
+        "<h2>Run</h2><table>",
+        *(
+            f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
+            for k, v in sections["summary"].items()
+        ),
+        "</table>",
+        "<h2>Transfer: validation mean Dice on the held-out dataset</h2>",
+        "<p>The same model, data and steps, initialised from the pretrained checkpoint or at random.</p>",
+        "<table><tr><th>epoch</th><th>step</th><th>fine-tuned</th><th>from scratch</th></tr>",
+        *(
+            f"<tr><td>{r['epoch']}</td><td>{r['step']}</td><td>{_f(r['finetuned'])}</td><td>{_f(r['scratch'])}</td></tr>"
+            for r in sections["transfer"]
+        ),
+        "</table>",
+        "<h2>Per-class metrics of the fine-tuned model (medfoundry evaluate)</h2>",
+        "<table><tr><th>class</th><th>Dice</th><th>IoU</th><th>surface Dice</th><th>HD95 mm</th></tr>",
+    ]
+    d = sections["dice"]
+    for lab, m in d["mean"].items():
+        name = sections["class_names"].get(int(lab), lab)
+        vals = "".join(f"<td>{_f(m[k])}</td>" for k in ("dice", "iou", "surface_dice", "hd95_mm"))
+        parts.append(f"<tr><th>{e(str(name))} ({lab})</th>{vals}</tr>")
+    parts.append(
+        f"</table><p>{d['num_cases']} case(s), surface tolerance {d['tolerance_mm']} mm.</p>"
+    )
+    parts.append("<h2>Overlays</h2>")
+    parts += [f"<p><img src='{e(p)}' alt='{e(p)}'></p>" for p in sections["overlays"]]
+    path = out_dir / "report.html"
+    tmp = path.with_name(".tmp-report.html")
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, path)
+    return path
+
+
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

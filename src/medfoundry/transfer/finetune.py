@@ -1,0 +1,150 @@
+"""``medfoundry finetune``: adapt a pretrained checkpoint to a new dataset with the pretraining engine.
+
+The target is planned and preprocessed with its own fingerprint (spacing, normalisation, patch) into
+``RUN_DIR/target/`` (or an already preprocessed pool folder is used as it is), the model is built for
+the target's labels, every compatible pretrained weight is loaded (:mod:`.weights`; the report is
+``RUN_DIR/init.json``), and :func:`medfoundry.training.fit.pretrain` trains it: checkpoints, resume,
+metrics and validation are the pretraining engine's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from medfoundry import MedfoundryError
+from medfoundry.planning import make_plan
+from medfoundry.pool import build_pool, load_pool
+from medfoundry.pool.spec import PoolSpec, pool_spec_from_dict
+from medfoundry.preprocessing import preprocess_pool
+from medfoundry.training.checkpoint import load_checkpoint
+from medfoundry.training.config import TrainConfig, from_dict
+from medfoundry.training.fit import RUN_DATA_DIR, pretrain
+from medfoundry.transfer.weights import channel_names, transfer_weights
+
+log = logging.getLogger(__name__)
+
+
+def prepare_target(
+    data: str | os.PathLike | PoolSpec,
+    pool_dir: str | os.PathLike,
+    model: str,
+    memory_gb: float = 8.0,
+    patch_size_vox: list[int] | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Pool, plan and preprocess a target dataset (a dataset folder in nnU-Net, MSD or plain layout
+    with a ``dataset.json``, a one-dataset pool file or :class:`PoolSpec`) into ``pool_dir``. A folder that already is a
+    preprocessed pool (``pool.json`` + ``plan.json``) is returned as it is."""
+    if isinstance(data, PoolSpec):
+        spec: object = data
+    elif (Path(data) / "pool.json").is_file() and (Path(data) / "plan.json").is_file():
+        return Path(data)
+    elif (data := Path(data)).is_file() and data.suffix in (".yaml", ".yml"):
+        spec = data
+    elif data.is_dir():
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", data.resolve().name)
+        spec = pool_spec_from_dict(
+            {"name": name, "datasets": [{"name": name, "root": str(data.resolve())}]},
+            base_dir=data.resolve().parent,
+        )
+    else:
+        raise MedfoundryError(f"{data}: not a dataset folder, pool file or preprocessed pool")
+    pool_dir = Path(pool_dir)
+    build_pool(spec, pool_dir, jobs=jobs, progress=progress)
+    if len(load_pool(pool_dir)["datasets"]) != 1:
+        raise MedfoundryError(f"{data}: fine-tuning needs exactly one target dataset")
+    make_plan(pool_dir, model=model, memory_gb=memory_gb, patch_size_vox=patch_size_vox)
+    preprocess_pool(pool_dir, jobs=jobs, progress=progress)
+    return pool_dir
+
+
+def finetune_config(source: dict, cfg: TrainConfig | None = None) -> TrainConfig:
+    """The source's model size and overrides (the weights must fit) on ``cfg``; without ``cfg``, the
+    fine-tuning defaults: 50 epochs (5% of an nnU-Net schedule) and the source's loss."""
+    src = from_dict(source["config"])
+    if cfg is None:
+        cfg = TrainConfig(epochs=50, loss=src.loss, deep_supervision=src.deep_supervision)
+    cfg.model, cfg.model_overrides = src.model, dict(src.model_overrides)
+    return cfg
+
+
+def finetune(
+    source: str | os.PathLike,
+    data: str | os.PathLike | PoolSpec,
+    run_dir: str | os.PathLike,
+    cfg: TrainConfig | None = None,
+    memory_gb: float = 8.0,
+    jobs: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune the checkpoint ``source`` (a ``.pt`` file or run folder: its best, else final, else
+    latest checkpoint) on ``data`` into ``run_dir``; returns :func:`pretrain`'s result plus ``init``
+    (what was loaded, adapted, skipped and newly initialised)."""
+    from medfoundry.inference.predictor import resolve_checkpoint
+
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(p.name != RUN_DATA_DIR for p in run_dir.iterdir()):
+        raise MedfoundryError(
+            f"{run_dir} is not empty: use 'medfoundry pretrain --resume {run_dir}' to continue it"
+        )
+    ckpt_path = resolve_checkpoint(source)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = finetune_config(ckpt, cfg)
+    cfg.init_from = str(ckpt_path.resolve())
+    pool_dir = prepare_target(
+        data, run_dir / RUN_DATA_DIR, cfg.model, memory_gb, cfg.patch_size, jobs, progress
+    )
+    target_labels = load_pool(pool_dir)["labels"]
+    activation = "sigmoid" if cfg.loss == "partial" else "softmax"
+    src_channels = channel_names(ckpt["labels"], ckpt["model"]["activation"])
+    tgt_channels = channel_names(target_labels, activation)
+
+    def init_model(model) -> dict:
+        report = transfer_weights(model, ckpt["state_dict"], src_channels, tgt_channels)
+        report["source"] = cfg.init_from
+        c = report["counts"]
+        log.info(
+            "transfer: loaded %.2fM, adapted %.2fM, interpolated %.2fM, skipped %.2fM, new %.2fM "
+            "parameters; head kept %s, new %s",
+            *(c[k] / 1e6 for k in ("loaded", "adapted", "interpolated", "skipped", "new")),
+            report["head"]["kept"] or "none",
+            report["head"]["new"] or "none",
+        )
+        return report
+
+    del ckpt["optimizer"]  # not needed past this point; frees memory for large models
+    out = pretrain(pool_dir, run_dir, cfg, progress=progress, init_model=init_model)
+    out["init"] = json_init(run_dir)
+    return out
+
+
+def json_init(run_dir: Path) -> dict | None:
+    from medfoundry.io.jsonfile import read_json
+
+    path = run_dir / "init.json"
+    return read_json(path) if path.is_file() else None
+
+
+def train_or_resume(
+    run_dir: Path,
+    pool_dir: Path | PoolSpec | str | None,
+    cfg: TrainConfig,
+    source: Path | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+) -> Path:
+    """Reuse a finished run, resume an interrupted one, else start it: fine-tuned from ``source`` when
+    given (``pool_dir`` may then be any target :func:`finetune` accepts), else from random weights."""
+    if (run_dir / "checkpoints" / "final.pt").is_file():
+        return run_dir
+    if (run_dir / "checkpoints" / "latest.pt").is_file():
+        pretrain(None, run_dir, resume=True, progress=progress)
+    elif source is not None:
+        finetune(source, pool_dir, run_dir, cfg, jobs=jobs, progress=progress)
+    else:
+        pretrain(pool_dir, run_dir, cfg, progress=progress)
+    return run_dir

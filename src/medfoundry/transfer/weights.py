@@ -1,0 +1,78 @@
+"""Copy every compatible pretrained weight into a new model, and say what happened to each tensor.
+
+Rules, by parameter name:
+
+- same name and shape: loaded;
+- ``stem.0.weight`` with another number of input channels: adapted (the mean over the pretrained
+  input channels, repeated and scaled by ``old / new`` so a stack of similar channels keeps the
+  pretrained response);
+- ``bottleneck.pos_embed`` on another token grid (another patch size or stage layout): interpolated;
+- ``heads.*``: rows copied for output channels whose class name exists in the pretrained model (same
+  structure name), the other rows newly initialised;
+- anything else (another depth, width or stage count): skipped, the new model keeps its initialisation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medfoundry.models.transformer import interpolate_pos_embed
+
+
+def channel_names(labels: dict[str, int], activation: str) -> list[str]:
+    """Class name of each output channel: sigmoid models ``[id 1, id 2, ...]``; softmax models
+    ``["background", id 1, ...]``."""
+    by_id = [n for n, _ in sorted(labels.items(), key=lambda kv: kv[1]) if labels[n] != 0]
+    return by_id if activation == "sigmoid" else ["background", *by_id]
+
+
+@torch.no_grad()
+def transfer_weights(
+    model: nn.Module, source_state: dict, source_channels: list[str], target_channels: list[str]
+) -> dict:
+    """Load ``source_state`` into ``model`` by the rules above; returns a JSON report with ``loaded``,
+    ``adapted``, ``interpolated``, ``skipped`` and ``new`` parameter names, ``head`` (kept and new
+    classes) and parameter counts."""
+    report = {"loaded": [], "adapted": [], "interpolated": [], "skipped": [], "new": []}
+    target = model.state_dict()
+    src_row = {n: i for i, n in enumerate(source_channels)}
+    kept = [n for n in target_channels if n in src_row]
+    for name, value in target.items():
+        src = source_state.get(name)
+        if src is None:
+            report["new"].append(name)
+        elif name.startswith("heads."):
+            _copy_head(value, src, source_channels, target_channels, src_row, name, report)
+        elif src.shape == value.shape:
+            value.copy_(src)
+            report["loaded"].append(name)
+        elif name == "stem.0.weight" and src.shape[0] == value.shape[0]:
+            old, new = src.shape[1], value.shape[1]
+            value.copy_(src.mean(1, keepdim=True).repeat(1, new, 1, 1, 1) * (old / new))
+            report["adapted"].append(name)
+        elif name.endswith("pos_embed") and src.shape[:2] == value.shape[:2]:
+            value.copy_(interpolate_pos_embed(src.float(), value.shape[2:]))
+            report["interpolated"].append(name)
+        else:
+            report["skipped"].append(name)
+    report["head"] = {"kept": kept, "new": [n for n in target_channels if n not in src_row]}
+    report["counts"] = {
+        k: sum(target[n].numel() for n in report[k])
+        for k in ("loaded", "adapted", "interpolated", "skipped", "new")
+    }
+    report["unused_source"] = sorted(set(source_state) - set(target))
+    return report
+
+
+def _copy_head(value, src, source_channels, target_channels, src_row, name, report) -> None:
+    if src.shape[1:] != value.shape[1:]:  # another feature width: nothing to keep
+        report["skipped"].append(name)
+        return
+    rows = [(t, src_row[n]) for t, n in enumerate(target_channels) if n in src_row]
+    if len(src) != len(source_channels) or not rows:
+        report["new"].append(name)
+        return
+    for t, s in rows:
+        value[t] = src[s]
+    report["loaded" if len(rows) == len(target_channels) else "adapted"].append(name)

@@ -1,0 +1,122 @@
+"""Fine-tuning on real data: what is loaded, kept, adapted and new; freeze policies; head warm-up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medfoundry import MedfoundryError
+from medfoundry.models.registry import create_model
+from medfoundry.training.checkpoint import load_checkpoint
+from medfoundry.training.config import TrainConfig, apply_overrides
+from medfoundry.training.fit import pretrain
+from medfoundry.transfer.finetune import finetune
+from medfoundry.transfer.weights import channel_names, transfer_weights
+from tests.conftest import copy_hippo_cases
+from tests.data.test_data import real_small_pool  # noqa: F401 - shared fixture
+
+FAST = [
+    "epochs=1",
+    "iters_per_epoch=3",
+    "batch_size=2",
+    "patch_size=[16, 32, 32]",
+    "data.num_workers=0",
+    "data.val_max_cases=1",
+    "threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def pretrained(real_small_pool, tmp_path_factory):  # noqa: F811
+    """A tsfm_test run on the real pool (hippocampus + ACDC), a few steps."""
+    run = tmp_path_factory.mktemp("pre") / "run"
+    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", *FAST])
+    pretrain(real_small_pool, run, cfg, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def hippo_copy(hippo_dir, tmp_path_factory):
+    """Eight real hippocampus cases in MSD layout (names from its dataset.json: anterior, posterior)."""
+    return copy_hippo_cases(hippo_dir, tmp_path_factory.mktemp("hippo"), n=8)
+
+
+def _ft(source, data, out, extra=()):
+    cfg = apply_overrides(TrainConfig(), [*FAST, *extra])
+    return finetune(source, data, out, cfg, jobs=1, progress=False)
+
+
+def test_new_labels_get_a_new_head_and_the_body_is_loaded(pretrained, hippo_copy, tmp_path):
+    out = _ft(pretrained, hippo_copy, tmp_path / "ft")
+    init = out["init"]
+    assert init["head"] == {"kept": [], "new": ["anterior", "posterior"]}
+    assert "heads.0.weight" in init["new"] and not init["skipped"]
+    assert init["counts"]["loaded"] > 0.95 * sum(init["counts"].values())
+    src = load_checkpoint(pretrained / "checkpoints" / "best.pt")["state_dict"]
+    ft = load_checkpoint(tmp_path / "ft" / "checkpoints" / "final.pt")
+    assert ft["init"]["source"].endswith("best.pt") and ft["labels"] == {
+        "background": 0,
+        "anterior": 1,
+        "posterior": 2,
+    }
+    # Trained 3 steps from the pretrained weights: close to them, not equal, not re-initialised.
+    w0, w1 = src["stem.0.weight"], ft["state_dict"]["stem.0.weight"]
+    assert 0 < (w1 - w0).abs().max() < 0.1 * w0.abs().max()
+    with pytest.raises(MedfoundryError, match="not empty"):
+        _ft(pretrained, hippo_copy, tmp_path / "ft")
+
+
+def test_same_structure_names_keep_the_head(pretrained, hippo_copy, tmp_path):
+    pool = tmp_path / "one.yaml"
+    pool.write_text(
+        f"name: h\ndatasets:\n  - name: hippocampus\n    root: {hippo_copy}\n"
+        "    label_map: {1: hippocampus_anterior, 2: hippocampus_posterior}\n"
+    )
+    out = _ft(pretrained, pool, tmp_path / "ft", ["freeze=head-only"])
+    assert out["init"]["head"] == {
+        "kept": ["hippocampus_anterior", "hippocampus_posterior"],
+        "new": [],
+    }
+    src = load_checkpoint(pretrained / "checkpoints" / "best.pt")
+    ft = load_checkpoint(tmp_path / "ft" / "checkpoints" / "final.pt")["state_dict"]
+    rows = [src["labels"]["hippocampus_anterior"] - 1, src["labels"]["hippocampus_posterior"] - 1]
+    # head-only: every body weight is exactly the pretrained one; the kept head rows moved a little.
+    assert all(torch.equal(ft[k], src["state_dict"][k]) for k in ft if not k.startswith("heads."))
+    start = src["state_dict"]["heads.0.weight"][rows]
+    assert not torch.equal(ft["heads.0.weight"], start)
+    assert (ft["heads.0.weight"] - start).abs().max() < 0.05
+
+
+def test_encoder_freeze_and_head_warmup(pretrained, hippo_copy, tmp_path):
+    out = _ft(pretrained, hippo_copy, tmp_path / "enc", ["freeze=encoder"])
+    src = load_checkpoint(pretrained / "checkpoints" / "best.pt")["state_dict"]
+    ft = load_checkpoint(tmp_path / "enc" / "checkpoints" / "final.pt")["state_dict"]
+    enc = [k for k in ft if k.startswith(("stem.", "encoder."))]
+    assert enc and all(torch.equal(ft[k], src[k]) for k in enc)
+    assert not torch.equal(ft["bottleneck.proj_in.weight"], src["bottleneck.proj_in.weight"])
+    assert out["step"] == 3
+    # Warm-up longer than the run: only the head ever changes (reusing the preprocessed target).
+    _ft(pretrained, tmp_path / "enc" / "target", tmp_path / "warm", ["head_warmup_steps=10"])
+    warm = load_checkpoint(tmp_path / "warm" / "checkpoints" / "final.pt")["state_dict"]
+    assert all(torch.equal(warm[k], src[k]) for k in warm if not k.startswith("heads."))
+
+
+def test_stem_channels_and_position_embeddings_adapt():
+    torch.manual_seed(0)
+    src = create_model("tsfm_test", 1, 3, patch_size=[32, 64, 64])
+    dst = create_model("tsfm_test", 2, 2, patch_size=[16, 32, 32])
+    report = transfer_weights(
+        dst,
+        src.state_dict(),
+        channel_names({"background": 0, "a": 1, "b": 2, "c": 3}, "sigmoid"),
+        channel_names({"background": 0, "c": 1, "new": 2}, "sigmoid"),
+    )
+    assert report["adapted"][0] == "stem.0.weight"
+    assert report["interpolated"] == ["bottleneck.pos_embed"]
+    assert report["head"] == {"kept": ["c"], "new": ["new"]}
+    s = src.state_dict()
+    torch.testing.assert_close(dst.stem[0].weight[:, 0], s["stem.0.weight"][:, 0] / 2)
+    torch.testing.assert_close(dst.heads[0].weight[0], s["heads.0.weight"][2])
+    # A two-channel image of identical channels gives the pretrained stem response.
+    x = torch.randn(1, 1, 16, 32, 32)
+    torch.testing.assert_close(dst.stem[0](x.repeat(1, 2, 1, 1, 1)), src.stem[0](x))
