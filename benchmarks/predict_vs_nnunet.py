@@ -10,6 +10,9 @@ without mirroring (8 mirrored passes, all three axes, for both), so process star
 same way. medfoundry runs with its defaults (bf16 autocast where the CPU has it) and in fp32
 (``--no-amp``), the like-for-like row (nnU-Net predicts in fp32 on CPU).
 Usage: ``python benchmarks/predict_vs_nnunet.py [--cases 20]``.
+
+Status: not yet run to completion; the first run hung after writing the nnU-Net checkpoint (its
+augmentation workers), see the issue tracker.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 pre = os.path.join(os.environ["nnUNet_preprocessed"], "Dataset004_hippocampus")
 plans = load_json(pre + "/nnUNetPlans.json")
+plans["continue_training"] = False  # what nnU-Net's own run_training adds (2.8)
 t = nnUNetTrainer(plans, "3d_fullres", 0, load_json(pre + "/dataset.json"), device=torch.device("cpu"))
 t.on_train_start()
 t.save_checkpoint(os.path.join(t.output_folder, "checkpoint_final.pth"))
@@ -130,6 +134,25 @@ def main() -> None:
         print(
             f"| {label} | {'on' if mirror else 'off'} | {per:.3f} | {rss:.2f} | {rt:.2f} | {rm:.2f} |"
         )
+
+
+def _save_nnunet_checkpoint(nn: Path, env: dict) -> None:
+    """Its data-augmentation workers outlive the script: wait for the script, then end its session."""
+    import contextlib
+    import signal
+
+    proc = subprocess.Popen(
+        [str(nn / "python"), "-c", SAVE_NNUNET],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    code = proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if code:
+        raise SystemExit("writing the nnU-Net checkpoint failed")
 
 
 def _medfoundry_checkpoint(raw: Path, work: Path, env: dict) -> Path:
