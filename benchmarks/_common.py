@@ -3,8 +3,11 @@ tools, and measured subprocess runs (wall time, peak RSS of any process)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +114,14 @@ def run_measured(cmds: list[list[str]], env: dict) -> tuple[float, float]:
         raise SystemExit(out.stderr)
     wall, kb = json.loads(out.stdout)
     return wall, kb / 2**20
+
+
+def run_in_own_session(cmd: list[str], env: dict, stdout: Path, stderr: Path) -> int:
+    """Run ``cmd`` in its own session, output to files. nnU-Net's augmentation workers outlive its
+    scripts, so wait for the process itself (not for its pipes to close), then end the whole session."""
+    with open(stdout, "w") as fo, open(stderr, "w") as fe:
+        proc = subprocess.Popen(cmd, env=env, stdout=fo, stderr=fe, start_new_session=True)
+        code = proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return code

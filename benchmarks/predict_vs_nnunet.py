@@ -136,25 +136,6 @@ def main() -> None:
         )
 
 
-def _save_nnunet_checkpoint(nn: Path, env: dict) -> None:
-    """Its data-augmentation workers outlive the script: wait for the script, then end its session."""
-    import contextlib
-    import signal
-
-    proc = subprocess.Popen(
-        [str(nn / "python"), "-c", SAVE_NNUNET],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    code = proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if code:
-        raise SystemExit("writing the nnU-Net checkpoint failed")
-
-
 def _medfoundry_checkpoint(raw: Path, work: Path, env: dict) -> Path:
     """A one-step run of the nnU-Net-like TSFM-CNN on the hippocampus pool (weights do not matter)."""
     run = work / "mf_run"

@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import contextlib
-
-from _common import REPO, ensure_nnunet, make_inputs  # noqa: E402
+from _common import REPO, ensure_nnunet, make_inputs, run_in_own_session  # noqa: E402
 
 PATCH = [40, 56, 40]
 BATCH = 7
@@ -162,23 +160,9 @@ def main() -> None:
 
 
 def run_nnunet(venv: Path, steps: int, env: dict, work: Path) -> tuple[list[float], str]:
-    """Run the nnU-Net script in its own session; its augmentation workers outlive it, so wait for the
-    process itself (not for its output pipes to close), then end the whole session."""
-    import signal
-
     out, err = work / "nnunet_stdout.txt", work / "nnunet_stderr.txt"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen(
-            [str(venv / "bin" / "python"), "-c", NNUNET_SCRIPT, str(steps)],
-            env=env,
-            stdout=fo,
-            stderr=fe,
-            start_new_session=True,
-        )
-        code = proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if code:
+    cmd = [str(venv / "bin" / "python"), "-c", NNUNET_SCRIPT, str(steps)]
+    if run_in_own_session(cmd, env, out, err):
         raise SystemExit(err.read_text()[-3000:])
     plan = [line for line in err.read_text().splitlines() if line.startswith("{")][-1]
     return json.loads(out.read_text().strip().splitlines()[-1]), plan

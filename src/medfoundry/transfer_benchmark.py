@@ -60,6 +60,8 @@ def load_bench_config(name_or_path: str) -> TransferBenchConfig:
         if not res.is_file():
             raise MedfoundryError(f"preset '{name_or_path}' not found")
         raw = yaml.safe_load(res.read_text())
+    if not isinstance(raw, dict):
+        raise MedfoundryError(f"{name_or_path}: a benchmark preset must be a YAML mapping")
     known = {f.name for f in dataclasses.fields(TransferBenchConfig)}
     if unknown := set(raw) - known:
         raise MedfoundryError(f"unknown benchmark key(s) {sorted(unknown)}")

@@ -53,9 +53,9 @@ def predict_paths(
 ) -> dict:
     """Predict every case under ``inputs`` into ``out_dir``; returns ``{"written": [...],
     "failed": {case: reason}}``. Cases whose output exists already are kept (rerun = resume)."""
+    cases = group_inputs(inputs)  # bad input fails before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = group_inputs(inputs)
     written, failed, kept = [], {}, []
     for case, (files, suffix) in tqdm(
         cases.items(), desc="predict", unit="case", disable=not progress

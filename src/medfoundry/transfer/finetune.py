@@ -103,8 +103,12 @@ def finetune(
     src_channels = channel_names(ckpt["labels"], ckpt["model"]["activation"])
     tgt_channels = channel_names(target_labels, activation)
 
+    made = {}
+
     def init_model(model) -> dict:
-        report = transfer_weights(model, ckpt["state_dict"], src_channels, tgt_channels)
+        report = made["init"] = transfer_weights(
+            model, ckpt["state_dict"], src_channels, tgt_channels
+        )
         report["source"] = cfg.init_from
         c = report["counts"]
         log.info(
@@ -118,15 +122,8 @@ def finetune(
 
     del ckpt["optimizer"]  # not needed past this point; frees memory for large models
     out = pretrain(pool_dir, run_dir, cfg, progress=progress, init_model=init_model)
-    out["init"] = json_init(run_dir)
+    out["init"] = made.get("init")
     return out
-
-
-def json_init(run_dir: Path) -> dict | None:
-    from medfoundry.io.jsonfile import read_json
-
-    path = run_dir / "init.json"
-    return read_json(path) if path.is_file() else None
 
 
 def train_or_resume(
