@@ -48,6 +48,8 @@ class TransferBenchConfig:
     full_epochs: int = 50
     full_val_every: int = 10
     val_cases: int = 20
+    head_warmup_fraction: float = 0.0
+    """Share of each fine-tuning run's steps that trains the new head alone (``head_warmup_steps``)."""
     directions: list[Direction] = dataclasses.field(default_factory=list)
 
 
@@ -120,6 +122,8 @@ def _direction(spec, d: Direction, out: Path, cfg, jobs, progress) -> list[dict]
         ):
             run = out / f"{'finetune' if source else 'scratch'}_k{k}"
             tcfg = _cfg(cfg, k, cfg.iters_per_epoch, d.target_patch, k)
+            if source:
+                tcfg.head_warmup_steps = int(cfg.head_warmup_fraction * k * cfg.iters_per_epoch)
             rows.append(
                 _row(kind, k, train_or_resume(run, target_dir, tcfg, source, progress), d.target)
             )

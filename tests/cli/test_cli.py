@@ -142,7 +142,8 @@ def test_main_job_on_real_data(data_dir, tmp_path):
         timeout=900,
     )
     assert out.returncode == 0, out.stderr
-    assert "pool 'mri-pool': 160 cases" in out.stdout  # ACDC; hippocampus is held out
+    # ACDC + the small sets (2 spleen CT, 2 spinal cord, 2 brain + 1 breast tumour); hippocampus held out
+    assert "pool 'shared-data-pool': 167 cases" in out.stdout
     assert "held out for transfer: hippocampus" in out.stdout
     s = json.loads((tmp_path / "w" / "evaluation" / "summary.json").read_text())
     assert s["num_cases"] == 40 and s["labels"] == [1, 2]

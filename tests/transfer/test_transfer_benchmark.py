@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import yaml
+
 from medfoundry.cli.main import main
 
 TINY = """
@@ -17,6 +19,7 @@ ks: [1, 2]
 full_epochs: 3
 full_val_every: 3
 val_cases: 2
+head_warmup_fraction: 0.5
 directions:
   - name: acdc-to-hippocampus
     pool: [acdc]
@@ -62,6 +65,12 @@ def test_transfer_table_on_real_data(data_dir, tmp_path, capsys):
     assert (d / "finetune_k1" / "splits.json").read_text() == (
         d / "scratch_k2" / "splits.json"
     ).read_text()
+    # Only fine-tuning warms the head up, for the preset's share of its steps.
+    warmups = {
+        run: yaml.safe_load((d / run / "config.yaml").read_text())["head_warmup_steps"]
+        for run in ("finetune_k1", "finetune_k2", "scratch_k2", "scratch_full")
+    }
+    assert warmups == {"finetune_k1": 1, "finetune_k2": 2, "scratch_k2": 0, "scratch_full": 0}
     # A rerun reuses every finished run.
     mtime = (d / "scratch_full" / "checkpoints" / "final.pt").stat().st_mtime
     assert main(argv) == 0
