@@ -67,8 +67,22 @@ def load_bench_config(name_or_path: str) -> TransferBenchConfig:
     known = {f.name for f in dataclasses.fields(TransferBenchConfig)}
     if unknown := set(raw) - known:
         raise MedfoundryError(f"unknown benchmark key(s) {sorted(unknown)}")
-    raw["directions"] = [Direction(**d) for d in raw.get("directions", [])]
-    return TransferBenchConfig(**raw)
+    raw["directions"] = [_direction_spec(name_or_path, d) for d in raw.get("directions") or []]
+    cfg = TransferBenchConfig(**raw)
+    if not 0 <= cfg.head_warmup_fraction < 1:
+        raise MedfoundryError(
+            f"{name_or_path}: head_warmup_fraction must be in [0, 1), got {cfg.head_warmup_fraction}"
+        )
+    return cfg
+
+
+def _direction_spec(source: str, raw) -> Direction:
+    fields = {f.name for f in dataclasses.fields(Direction)}
+    if not isinstance(raw, dict) or not {"name", "pool", "target"} <= set(raw) <= fields:
+        raise MedfoundryError(
+            f"{source}: each direction needs name, pool and target (optional target_patch), got {raw!r}"
+        )
+    return Direction(**raw)
 
 
 def run_transfer_benchmark(

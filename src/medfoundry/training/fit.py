@@ -47,7 +47,8 @@ def pretrain(
     progress: bool = True,
     init_model=None,
 ) -> dict:
-    """Train (or, with ``resume``, continue exactly) a run; returns the final metrics.
+    """Train (or, with ``resume``, continue exactly) a run; returns the final metrics and
+    the run's ``init`` report (None for a run that did not start from other weights).
 
     On resume the config, splits and pool folder come from the run's latest checkpoint.
     ``init_model(model) -> report dict``, when given, sets the initial weights of a new run (fine-tuning
@@ -262,6 +263,7 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
         "weights_sha256": _weights_sha(model, net, opt, cfg, dist),
         "data_wait_frac_mean": round(wait_sum / max(time_sum, 1e-9), 4),
         "run_dir": str(run_dir),
+        "init": init_report,
     }
 
 

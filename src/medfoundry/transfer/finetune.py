@@ -103,12 +103,8 @@ def finetune(
     src_channels = channel_names(ckpt["labels"], ckpt["model"]["activation"])
     tgt_channels = channel_names(target_labels, activation)
 
-    made = {}
-
     def init_model(model) -> dict:
-        report = made["init"] = transfer_weights(
-            model, ckpt["state_dict"], src_channels, tgt_channels
-        )
+        report = transfer_weights(model, ckpt["state_dict"], src_channels, tgt_channels)
         report["source"] = cfg.init_from
         c = report["counts"]
         log.info(
@@ -121,9 +117,7 @@ def finetune(
         return report
 
     del ckpt["optimizer"]  # not needed past this point; frees memory for large models
-    out = pretrain(pool_dir, run_dir, cfg, progress=progress, init_model=init_model)
-    out["init"] = made.get("init")
-    return out
+    return pretrain(pool_dir, run_dir, cfg, progress=progress, init_model=init_model)
 
 
 def train_or_resume(
