@@ -125,3 +125,39 @@ def run_in_own_session(cmd: list[str], env: dict, stdout: Path, stderr: Path) ->
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     return code
+
+
+def time_pretrain(
+    pool: Path,
+    run: Path,
+    model: str,
+    steps: int,
+    extra: list[str],
+    env: dict,
+    threads: int = 2,
+    workers: int = 2,
+) -> list[dict]:
+    """``medfoundry pretrain`` for ``steps`` steps without validation; returns its training rows."""
+    if run.exists():
+        shutil.rmtree(run)
+    sets = [
+        "epochs=1",
+        f"iters_per_epoch={steps}",
+        "val_every=0",
+        f"threads={threads}",
+        f"data.num_workers={workers}",
+        f"ckpt_every_steps={steps}",
+        *extra,
+    ]
+    cmd = [sys.executable, "-m", "medfoundry.cli.main", "-q", "pretrain", str(pool), "-o", str(run)]
+    cmd += ["--model", model, *sum((["--set", s] for s in sets), [])]
+    subprocess.run(cmd, check=True, env=env)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "train"]
+
+
+def step_times(train: list[dict], warmup: int) -> tuple[list[float], float]:
+    """Step times after ``warmup`` steps and the fraction of that time spent waiting for data."""
+    rows = train[warmup:]
+    times = [r["step_time_s"] for r in rows]
+    return times, sum(r["data_wait_frac"] * r["step_time_s"] for r in rows) / sum(times)

@@ -8,7 +8,8 @@ worse by more than 0.02 on either dataset).
 
 The budget is a number of steps (so a busy machine changes the wall time, not the comparison);
 ``--steps`` defaults to about 15 minutes per run on this 2-core CPU.
-Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s]``.
+Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s]``; on a GPU machine
+``--device cuda --threads 4 --workers 4 --parallel`` trains the three runs at once (same steps).
 """
 
 from __future__ import annotations
@@ -50,87 +51,47 @@ def main() -> None:
     ap.add_argument("--val-cases", type=int, default=10, help="validation cases per dataset")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
+    ap.add_argument(
+        "--device", default="cpu", help="cpu (the budget this benchmark is about) or cuda"
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument("--workers", type=int, default=1, help="augmentation workers per run")
+    ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="train the runs at the same time (one GPU, many cores)",
+    )
     args = ap.parse_args()
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    mf = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     every = max(1, args.steps // args.validations)
     print(
         f"model {args.model}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, lr {args.lr} (SGD Nesterov 0.99, "
-        f"poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, 2 threads, 1 data worker"
+        f"poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
+        f"device {args.device}, {args.threads} threads, {args.workers} data workers per run"
+        + (", runs in parallel" if args.parallel else "")
     )
+    for run in args.runs:
+        _prepare(run, args, env)
+    sets = [
+        f"epochs={args.steps // every}",
+        f"iters_per_epoch={every}",
+        f"threads={args.threads}",
+        f"data.num_workers={args.workers}",
+        f"data.val_max_cases={args.val_cases}",
+        f"optim.lr={args.lr}",
+        f"device={args.device}",
+    ]
     results = {}
+    started = {}
     for run in args.runs:
         work = args.work / run
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
-        (work / "pool.yaml").write_text(
-            f"name: {run}\ndatasets:\n" + "".join(DATASETS[d] for d in POOLS[run])
-        )
-        spec = work / "pool.yaml"
-        text = spec.read_text().replace("root: ", f"root: {args.data}/")
-        spec.write_text(text)
-        subprocess.run(
-            [*mf, "pool", "build", str(spec), "-o", str(work / "pool"), "-j", "2"],
-            check=True,
-            env=env,
-        )
-        subprocess.run(
-            [
-                *mf,
-                "plan",
-                str(work / "pool"),
-                "--model",
-                args.model,
-                "--patch",
-                *map(str, args.patch),
-                "--batch-size",
-                str(args.batch_size),
-            ],
-            check=True,
-            env=env,
-        )
-        subprocess.run([*mf, "preprocess", str(work / "pool"), "-j", "2"], check=True, env=env)
-        sets = [
-            f"epochs={args.steps // every}",
-            f"iters_per_epoch={every}",
-            "threads=2",
-            "data.num_workers=1",
-            f"data.val_max_cases={args.val_cases}",
-            f"optim.lr={args.lr}",
-        ]
-        t = time.perf_counter()
-        subprocess.run(
-            [
-                *mf,
-                "pretrain",
-                str(work / "pool"),
-                "-o",
-                str(work / "run"),
-                "--model",
-                args.model,
-                *sum((["--set", s] for s in sets), []),
-            ],
-            check=True,
-            env=env,
-        )
-        wall = time.perf_counter() - t
-        rows = [
-            json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()
-        ]
-        val = [r for r in rows if r["kind"] == "val"]
-        train_s = sum(r["step_time_s"] for r in rows if r["kind"] == "train")
-        results[run] = {"val": val, "wall_s": wall, "train_s": train_s}
-        print(f"\n{run}: {wall / 60:.1f} min wall ({train_s / 60:.1f} min training steps)")
-        keys = sorted(k for k in val[-1] if k.startswith("val/") and k.count("/") == 2)
-        print("| step | " + " | ".join(k[4:] for k in keys) + " |")
-        print("|---" * (len(keys) + 1) + "|")
-        for r in val:
-            print(
-                f"| {r['step']} | "
-                + " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys)
-                + " |"
-            )
+        cmd = [*MF, "pretrain", str(work / "pool"), "-o", str(work / "run"), "--model", args.model]
+        cmd += sum((["--set", s] for s in sets), [])
+        started[run] = (time.perf_counter(), subprocess.Popen(cmd, env=env))
+        if not args.parallel:
+            _finish(run, *started.pop(run), args, results)
+    for run, (t, proc) in started.items():
+        _finish(run, t, proc, args, results)
     if {"pooled", "hippocampus-only", "acdc-only"} <= set(results):
         print("\nFinal validation mean Dice per dataset (same steps, batch, patch, model):")
         print("| dataset | pooled | alone | pooled - alone |")
@@ -139,6 +100,45 @@ def main() -> None:
             p = results["pooled"]["val"][-1][f"val/{ds}/mean"]
             a = results[alone]["val"][-1][f"val/{ds}/mean"]
             print(f"| {ds} | {p:.3f} | {a:.3f} | {p - a:+.3f} |")
+
+
+MF = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
+
+
+def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
+    """A fresh pool folder for ``run``: build, plan at the benchmark's patch and batch, preprocess."""
+    work = args.work / run
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    spec = work / "pool.yaml"
+    text = f"name: {run}\ndatasets:\n" + "".join(DATASETS[d] for d in POOLS[run])
+    spec.write_text(text.replace("root: ", f"root: {args.data}/"))
+    pool = str(work / "pool")
+    jobs = str(max(2, args.workers))
+    subprocess.run([*MF, "pool", "build", str(spec), "-o", pool, "-j", jobs], check=True, env=env)
+    plan = [*MF, "plan", pool, "--model", args.model, "--patch", *map(str, args.patch)]
+    subprocess.run([*plan, "--batch-size", str(args.batch_size)], check=True, env=env)
+    subprocess.run([*MF, "preprocess", pool, "-j", jobs], check=True, env=env)
+
+
+def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> None:
+    """Wait for a run, then print its validation Dice over time."""
+    if proc.wait():
+        raise SystemExit(f"{run}: pretrain failed with exit code {proc.returncode}")
+    wall = time.perf_counter() - t
+    metrics = args.work / run / "run" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    val = [r for r in rows if r["kind"] == "val"]
+    train_s = sum(r["step_time_s"] for r in rows if r["kind"] == "train")
+    results[run] = {"val": val, "wall_s": wall, "train_s": train_s}
+    print(f"\n{run}: {wall / 60:.1f} min wall ({train_s / 60:.1f} min training steps)")
+    keys = sorted(k for k in val[-1] if k.startswith("val/") and k.count("/") == 2)
+    print("| step | " + " | ".join(k[4:] for k in keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for r in val:
+        cells = " | ".join(f"{r.get(k, float('nan')):.3f}" for k in keys)
+        print(f"| {r['step']} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, ensure_nnunet, make_inputs, run_in_own_session  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    ensure_nnunet,
+    make_inputs,
+    run_in_own_session,
+    step_times,
+    time_pretrain,
+)
 
 PATCH = [40, 56, 40]
 BATCH = 7
@@ -145,8 +152,9 @@ def main() -> None:
         (f"medfoundry {s}", s, ["loss=softmax", "deep_supervision=true"]) for s in args.sizes
     ]
     for label, model, extra in configs:
-        times, wait = run_medfoundry(pool, args.work / f"run_{len(rows)}", model, n, extra, env)
-        rows.append((label, times[args.warmup :], wait))
+        train = time_pretrain(pool, args.work / f"run_{len(rows)}", model, n, extra, env)
+        times, wait = step_times(train, args.warmup)
+        rows.append((label, times, wait))
     ref = BATCH / statistics.median(nn_times)
     print()
     print("| what | median step s (min-max) | samples/s | ratio to nnU-Net | data-wait fraction |")
@@ -166,43 +174,6 @@ def run_nnunet(venv: Path, steps: int, env: dict, work: Path) -> tuple[list[floa
         raise SystemExit(err.read_text()[-3000:])
     plan = [line for line in err.read_text().splitlines() if line.startswith("{")][-1]
     return json.loads(out.read_text().strip().splitlines()[-1]), plan
-
-
-def run_medfoundry(
-    pool: Path, run: Path, model: str, steps: int, extra: list[str], env: dict
-) -> tuple[list[float], float]:
-    import shutil
-
-    if run.exists():
-        shutil.rmtree(run)
-    sets = [
-        "epochs=1",
-        f"iters_per_epoch={steps}",
-        "val_every=0",
-        "threads=2",
-        "data.num_workers=2",
-        f"ckpt_every_steps={steps}",
-        *extra,
-    ]
-    cmd = [
-        sys.executable,
-        "-m",
-        "medfoundry.cli.main",
-        "-q",
-        "pretrain",
-        str(pool),
-        "-o",
-        str(run),
-        "--model",
-        model,
-        *sum((["--set", s] for s in sets), []),
-    ]
-    subprocess.run(cmd, check=True, env=env)
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if r["kind"] == "train"]
-    times = [r["step_time_s"] for r in train]
-    waits = [r["data_wait_frac"] * r["step_time_s"] for r in train[3:]]
-    return times, sum(waits) / sum(times[3:])
 
 
 if __name__ == "__main__":

@@ -150,3 +150,21 @@ def test_two_cpu_processes_end_with_identical_weights(real_small_pool, tmp_path,
 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
     assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_cuda_device_without_index_gets_the_current_one(monkeypatch):
+    """``--device cuda`` in a single process: set_device and the memory counters need an indexed
+    device (found on the lent H100: an unindexed one failed before the first step)."""
+    import torch
+
+    from medfoundry.training.distributed import DistInfo, resolve_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(d))
+    assert resolve_device("cuda", DistInfo()) == torch.device("cuda", 0)
+    assert resolve_device("cuda", DistInfo(rank=1, world=2, local_rank=1)) == torch.device(
+        "cuda", 1
+    )
+    assert [d.index for d in chosen] == [0, 1]
+    assert resolve_device("cpu", DistInfo()) == torch.device("cpu") and len(chosen) == 2

@@ -42,6 +42,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
         name = f"cuda:{info.local_rank}"
     device = torch.device(name)
     if device.type == "cuda":
+        if device.index is None:  # set_device and the memory counters need an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 

@@ -191,10 +191,8 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
         loss = _loss(loss_fn, out, label, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if step < cfg.head_warmup_steps:
-            for (
-                p
-            ) in warmup_params:  # head warm-up: the body keeps its weights (SGD skips grad None)
+        if step < cfg.head_warmup_steps:  # head warm-up: the body keeps its weights
+            for p in warmup_params:  # (SGD skips parameters whose grad is None)
                 p.grad = None
         if cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
@@ -212,6 +210,8 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
             "step_time_s": round(dt, 4),
             "data_wait_frac": round(t_data / dt, 4),
         }
+        if device.type == "cuda":  # peak since the run started, GiB
+            last["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
         bar.update()
         bar.set_postfix(loss=f"{last['loss']:.4f}", wait=f"{wait_sum / time_sum:.0%}")
         end_of_epoch = step % cfg.iters_per_epoch == 0
