@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+MF = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
 SETS = {
     "hippocampus": {"nnunet_id": 4, "folder": "msd_task04_hippocampus"},
     "acdc": {"nnunet_id": 27, "folder": "acdc"},
@@ -127,6 +128,20 @@ def run_in_own_session(cmd: list[str], env: dict, stdout: Path, stderr: Path) ->
     return code
 
 
+def medfoundry(args: list[str], env: dict | None = None) -> None:
+    """Run ``medfoundry -q ARGS``; its own one-line error is on stderr, so a failure ends the
+    benchmark with one more line rather than a traceback."""
+    code = subprocess.run([*MF, *args], env=env).returncode
+    if code:
+        raise SystemExit(
+            f"benchmark stopped: `medfoundry {' '.join(args[:2])} ...` exited with {code}"
+        )
+
+
+def sets_args(sets: list[str]) -> list[str]:
+    return [a for s in sets for a in ("--set", s)]
+
+
 def time_pretrain(
     pool: Path,
     run: Path,
@@ -149,9 +164,7 @@ def time_pretrain(
         f"ckpt_every_steps={steps}",
         *extra,
     ]
-    cmd = [sys.executable, "-m", "medfoundry.cli.main", "-q", "pretrain", str(pool), "-o", str(run)]
-    cmd += ["--model", model, *sum((["--set", s] for s in sets), [])]
-    subprocess.run(cmd, check=True, env=env)
+    medfoundry(["pretrain", str(pool), "-o", str(run), "--model", model, *sets_args(sets)], env)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if r["kind"] == "train"]
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO  # noqa: E402
+from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
@@ -81,17 +81,21 @@ def main() -> None:
         f"optim.lr={args.lr}",
         f"device={args.device}",
     ]
-    results = {}
-    started = {}
-    for run in args.runs:
-        work = args.work / run
-        cmd = [*MF, "pretrain", str(work / "pool"), "-o", str(work / "run"), "--model", args.model]
-        cmd += sum((["--set", s] for s in sets), [])
-        started[run] = (time.perf_counter(), subprocess.Popen(cmd, env=env))
-        if not args.parallel:
+    results, started = {}, {}
+    try:
+        for run in args.runs:
+            work = args.work / run
+            cmd = [*MF, "pretrain", str(work / "pool"), "-o", str(work / "run")]
+            cmd += ["--model", args.model, *sets_args(sets)]
+            started[run] = (time.perf_counter(), subprocess.Popen(cmd, env=env))
+            if not args.parallel:
+                _finish(run, *started.pop(run), args, results)
+        while started:
+            run = next(iter(started))
             _finish(run, *started.pop(run), args, results)
-    for run, (t, proc) in started.items():
-        _finish(run, t, proc, args, results)
+    finally:  # a failed run ends the benchmark: stop the ones still training
+        for _, proc in started.values():
+            proc.kill()
     if {"pooled", "hippocampus-only", "acdc-only"} <= set(results):
         print("\nFinal validation mean Dice per dataset (same steps, batch, patch, model):")
         print("| dataset | pooled | alone | pooled - alone |")
@@ -100,9 +104,6 @@ def main() -> None:
             p = results["pooled"]["val"][-1][f"val/{ds}/mean"]
             a = results[alone]["val"][-1][f"val/{ds}/mean"]
             print(f"| {ds} | {p:.3f} | {a:.3f} | {p - a:+.3f} |")
-
-
-MF = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
 
 
 def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
@@ -116,10 +117,10 @@ def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
     spec.write_text(text.replace("root: ", f"root: {args.data}/"))
     pool = str(work / "pool")
     jobs = str(max(2, args.workers))
-    subprocess.run([*MF, "pool", "build", str(spec), "-o", pool, "-j", jobs], check=True, env=env)
-    plan = [*MF, "plan", pool, "--model", args.model, "--patch", *map(str, args.patch)]
-    subprocess.run([*plan, "--batch-size", str(args.batch_size)], check=True, env=env)
-    subprocess.run([*MF, "preprocess", pool, "-j", jobs], check=True, env=env)
+    medfoundry(["pool", "build", str(spec), "-o", pool, "-j", jobs], env)
+    plan = ["plan", pool, "--model", args.model, "--patch", *map(str, args.patch)]
+    medfoundry([*plan, "--batch-size", str(args.batch_size)], env)
+    medfoundry(["preprocess", pool, "-j", jobs], env)
 
 
 def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, make_inputs, step_times, time_pretrain  # noqa: E402
+from _common import REPO, make_inputs, medfoundry, step_times, time_pretrain  # noqa: E402
 
 
 def main() -> None:
@@ -41,11 +40,10 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "4"}
     raw = make_inputs("hippocampus", args.data, args.work)
     pool = args.work / "pool"
-    mf = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
     if not (pool / "preprocessed" / "manifest.json").is_file():
-        subprocess.run([*mf, "pool", "build", str(raw / "pool.yaml"), "-o", str(pool)], check=True)
-        subprocess.run([*mf, "plan", str(pool), "--model", "tsfm_s"], check=True, env=env)
-        subprocess.run([*mf, "preprocess", str(pool), "-j", "8"], check=True, env=env)
+        medfoundry(["pool", "build", str(raw / "pool.yaml"), "-o", str(pool)], env)
+        medfoundry(["plan", str(pool), "--model", "tsfm_s"], env)
+        medfoundry(["preprocess", str(pool), "-j", "8"], env)
     print(
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}; patch {args.patch}, batch "
         f"{args.batch_size}, {args.workers} augmentation workers, {args.warmup} warm-up + "

@@ -27,6 +27,7 @@ from _common import (  # noqa: E402
     REPO,
     ensure_nnunet,
     make_inputs,
+    medfoundry,
     run_in_own_session,
     step_times,
     time_pretrain,
@@ -96,26 +97,10 @@ def main() -> None:
             capture_output=True,
         )
     pool = args.work / "mf_pool"
-    mf = [sys.executable, "-m", "medfoundry.cli.main", "-q"]
-    subprocess.run(
-        [*mf, "pool", "build", str(raw / "pool.yaml"), "-o", str(pool)], check=True, env=env
-    )
-    subprocess.run(
-        [
-            *mf,
-            "plan",
-            str(pool),
-            "--model",
-            "tsfm_s",
-            "--patch",
-            *map(str, PATCH),
-            "--batch-size",
-            str(BATCH),
-        ],
-        check=True,
-        env=env,
-    )
-    subprocess.run([*mf, "preprocess", str(pool)], check=True, env=env)
+    medfoundry(["pool", "build", str(raw / "pool.yaml"), "-o", str(pool)], env)
+    plan = ["plan", str(pool), "--model", "tsfm_s", "--patch", *map(str, PATCH)]
+    medfoundry([*plan, "--batch-size", str(BATCH)], env)
+    medfoundry(["preprocess", str(pool)], env)
     n = args.iters + args.warmup
     print(
         f"torch threads 2, augmentation workers 2 (medfoundry data.num_workers=2, nnUNet_n_proc_DA=2); patch {PATCH}, batch {BATCH}"

@@ -114,9 +114,9 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
     preds = sorted((work / "predictions").glob("*.nii.gz"))
     refs = sorted((work / "references").glob("*.nii.gz"))
     assert [p.name for p in preds] == [r.name for r in refs] and preds
-    cached = [p for p in (work / "pool" / "preprocessed").rglob("*") if p.suffix != ".json"]
+    cached = (work / "pool" / "preprocessed").rglob("*")
     done = [
-        *[p for p in cached if p.is_file()],
+        *[p for p in cached if p.is_file() and p.suffix != ".json"],
         work / "pretrain" / "checkpoints" / "final.pt",
         work / "finetune" / "checkpoints" / "final.pt",
     ]
