@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import torch
 
+from medfoundry import MedfoundryError
+
+
+def parse_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a device this machine has (``auto``: the GPU if any).
+
+    Anything else, or CUDA where torch has none, is a :class:`MedfoundryError` (one line in the CLI).
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise MedfoundryError(f"unknown device '{name}' (choose auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MedfoundryError(f"device '{name}' asked for, but torch sees no CUDA GPU here")
+    return device
+
 
 def autocast_for(device: torch.device, enabled: bool):
     """A bf16 autocast context where the device computes bf16 natively, else a no-op context."""

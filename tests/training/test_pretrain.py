@@ -160,6 +160,7 @@ def test_cuda_device_without_index_gets_the_current_one(monkeypatch):
     from medfoundry.training.distributed import DistInfo, resolve_device
 
     chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(d))
     assert resolve_device("cuda", DistInfo()) == torch.device("cuda", 0)
@@ -168,3 +169,28 @@ def test_cuda_device_without_index_gets_the_current_one(monkeypatch):
     )
     assert [d.index for d in chosen] == [0, 1]
     assert resolve_device("cpu", DistInfo()) == torch.device("cpu") and len(chosen) == 2
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device"), ("cuda", "no CUDA GPU")],
+)
+def test_bad_or_missing_device_is_a_one_line_error_before_the_run_folder(
+    real_small_pool,  # noqa: F811
+    tmp_path,
+    capsys,
+    monkeypatch,
+    name,
+    message,
+):
+    import torch
+
+    from medfoundry.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "run"
+    argv = ["-q", "pretrain", str(real_small_pool), "-o", str(run), "--model", "tsfm_test"]
+    assert main([*argv, "--set", f"device={name}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and "internal error" not in err and len(err.splitlines()) == 1
+    assert not run.exists()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry import MedfoundryError
+from medfoundry.device import parse_device
 from medfoundry.inference.sliding_window import predict_sliding_window
 from medfoundry.io import Volume
 from medfoundry.models.registry import create_model
@@ -86,9 +87,7 @@ class Predictor:
 
     def __init__(self, ckpt: dict, device: str = "auto", options: PredictOptions | None = None):
         self.options = options or PredictOptions()
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        )
+        self.device = parse_device(device)
         self.meta = ckpt
         self.model = build_model_from_meta(ckpt)
         self.model.load_state_dict(ckpt["state_dict"])

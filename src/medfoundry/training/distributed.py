@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from medfoundry.device import parse_device
+
 
 @dataclass
 class DistInfo:
@@ -36,11 +38,9 @@ def init_distributed(device_kind: str) -> DistInfo:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and info.enabled:
-        name = f"cuda:{info.local_rank}"
-    device = torch.device(name)
+    device = parse_device(name)
+    if device.type == "cuda" and device.index is None and info.enabled:
+        device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
         if device.index is None:  # set_device and the memory counters need an index
             device = torch.device("cuda", torch.cuda.current_device())
