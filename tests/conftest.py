@@ -28,6 +28,12 @@ def _require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory):
+    """Caches (the CPU bf16 check's verdicts) go to a folder of this test session, not ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return _require(DATA)

@@ -147,6 +147,12 @@ def _pretrain(a) -> None:
         out = pretrain(a.pool_dir, a.out, cfg, progress=not a.quiet)
     if out.get("run_dir"):
         print(
-            f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice {out['best_val_mean']:.4f}, "
+            f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice {best_dice(out)}, "
             f"data wait {out['data_wait_frac_mean']:.1%} -> {out['run_dir']}"
         )
+
+
+def best_dice(out: dict) -> str:
+    """The run's best validation mean Dice, or a word when it never validated."""
+    best = out["best_val_mean"]
+    return f"{best:.4f}" if best > float("-inf") else "none (no validation ran)"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medfoundry import MedfoundryError
-from medfoundry.cli.train_commands import add_training_flags, config_from_flags
+from medfoundry.cli.train_commands import add_training_flags, best_dice, config_from_flags
 
 
 def add_finetune(sub, common) -> None:
@@ -73,7 +73,7 @@ def _finetune(a) -> None:
     )
     print(
         f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice "
-        f"{out['best_val_mean']:.4f} -> {out['run_dir']}"
+        f"{best_dice(out)} -> {out['run_dir']}"
     )
 
 

@@ -66,7 +66,9 @@ class TrainConfig:
     grad_checkpointing: bool = False
     amp: bool = True
     """bf16 autocast where the hardware has native bf16: CUDA, and CPUs with AVX512-BF16 or AMX (about
-    2x faster than fp32 on this project's CPUs, measured in benchmarks/train_throughput_vs_nnunet.py)."""
+    2x faster than fp32 on this project's CPUs, measured in benchmarks/train_throughput_vs_nnunet.py).
+    On a CPU, one bf16 step is first checked in a child process (once per machine and network), as
+    oneDNN's bf16 kernels hang on some shapes; where it fails the run trains in fp32 with a warning."""
     channels_last: bool = True
     """Use the channels-last 3D memory layout (faster convolutions with oneDNN/cuDNN); not with FSDP."""
     fsdp: bool = False

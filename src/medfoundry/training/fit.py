@@ -20,7 +20,7 @@ from medfoundry import MedfoundryError
 from medfoundry.data.loader import BatchSpec, batch_loader
 from medfoundry.data.sampler import PatchSampler
 from medfoundry.data.split import split_cases
-from medfoundry.device import autocast_for
+from medfoundry.device import autocast_for, bf16_native
 from medfoundry.io.jsonfile import write_json
 from medfoundry.losses import LOSSES
 from medfoundry.models.registry import create_model
@@ -28,6 +28,7 @@ from medfoundry.models.sizes import stage_strides
 from medfoundry.planning import load_plan
 from medfoundry.pool import load_pool
 from medfoundry.training import distributed as D
+from medfoundry.training.amp_check import cpu_bf16_training_ok
 from medfoundry.training.checkpoint import load_checkpoint, save_checkpoint
 from medfoundry.training.config import TrainConfig, from_dict, to_dict
 from medfoundry.training.freeze import apply_freeze, body_parameters
@@ -166,7 +167,7 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
         dist.world,
     )
     loss_fn = LOSSES[cfg.loss]
-    autocast = autocast_for(device, cfg.amp)
+    autocast = autocast_for(device, _training_amp(cfg, device, meta["model"], batch_size))
     bar = tqdm(
         total=total_steps,
         initial=step,
@@ -401,6 +402,16 @@ def _load_states(model, opt, sched, ckpt, net, cfg):
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])
+
+
+def _training_amp(cfg: TrainConfig, device: torch.device, model_meta: dict, batch: int) -> bool:
+    """``cfg.amp``, unless bf16 training of this network fails on this CPU (see :mod:`.amp_check`)."""
+    if not (cfg.amp and device.type == "cpu" and bf16_native(device)):
+        return cfg.amp
+    ok, why = cpu_bf16_training_ok(model_meta, batch, cfg.threads)
+    if not ok:
+        log.warning("bf16 autocast is off for this run (training in fp32): %s", why)
+    return ok
 
 
 def _optimizer(cfg: TrainConfig, net):
