@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from medfoundry.data.augment import AugmentConfig, apply_params, sample_params
+from medfoundry.data.augment import (
+    AugmentConfig,
+    apply_params,
+    is_flat,
+    sample_params,
+    spatial_region,
+)
 from medfoundry.data.loader import BatchSpec, batch_loader, make_batch
 from medfoundry.data.sampler import PatchSampler, crop_padded
 from medfoundry.data.split import split_cases
@@ -67,6 +73,29 @@ def test_identity_augmentation_is_a_centre_crop_and_mirror_flips():
     )
     torch.testing.assert_close(rotated, img, atol=1e-4, rtol=0)  # the affine path at identity
     assert torch.equal(rot_lab, lab)
+
+
+def test_flat_patches_get_in_plane_augmentation_as_in_nnunet():
+    cfg = AugmentConfig(rotation_p=1, scale_p=1, lowres_p=1)
+    assert is_flat(cfg, [16, 80, 80]) and is_flat(cfg, [8, 128, 128])
+    assert not is_flat(cfg, [16, 32, 32]) and not is_flat(cfg, [40, 56, 40])
+    assert spatial_region(cfg, [16, 80, 80]) == [16, 159, 159]  # Z as is; in-plane sqrt(2) * 1.4
+    assert spatial_region(cfg, [16, 32, 32]) == [39, 78, 78]  # 3D: sqrt(3) * 1.4 on every axis
+    rng = np.random.default_rng(0)
+    draws = [sample_params(cfg, rng, flat=True) for _ in range(200)]
+    angles = np.array([d["rotation_rad"] for d in draws])
+    assert np.all(angles[:, 1:] == 0) and np.abs(angles[:, 0]).max() > np.radians(150)
+    assert all(d["in_plane"] for d in draws)
+    # Each Z slice of a flat sample comes from the same input slice: no mixing across thick slices.
+    img = torch.arange(1.0, 5.0).view(1, 4, 1, 1).expand(1, 4, 20, 20).contiguous()
+    lab = torch.zeros(4, 20, 20, dtype=torch.long)
+    flat = {"in_plane": True, "rotation_rad": [0.7, 0.0, 0.0], "scale": 1.3, "lowres_zoom": 0.5}
+    out, _ = apply_params(flat, img, lab, (4, 12, 12))
+    torch.testing.assert_close(out, img[:, :, :12, :12], atol=1e-5, rtol=0)
+    mixed, _ = apply_params(
+        {k: v for k, v in flat.items() if k != "in_plane"}, img, lab, (4, 12, 12)
+    )
+    assert (mixed - img[:, :, :12, :12]).abs().max() > 0.1
 
 
 def test_crop_padded_pads_outside_the_volume():

@@ -40,25 +40,44 @@ class AugmentConfig:
     """Probability of flipping each of the mirror axes."""
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     """Spatial axes (0=Z, 1=Y, 2=X) that may be flipped."""
+    flat_ratio: float = 3.0
+    """A patch whose largest axis is over this many times its Z size is flat (thick-slice data). As in
+    nnU-Net ("dummy 2D" augmentation), a flat patch is rotated only in-plane (about Z, within
+    +-flat_rotation_deg), and scaling and simulated low resolution leave Z alone."""
+    flat_rotation_deg: float = 180.0
 
 
-def spatial_margin(cfg: AugmentConfig) -> float:
-    """How much larger (factor) the region read around a patch must be for rotation/scaling."""
+def is_flat(cfg: AugmentConfig, patch_size) -> bool:
+    """True when ``patch_size`` (Z, Y, X) gets in-plane (2D) spatial augmentation."""
+    return max(patch_size) > cfg.flat_ratio * patch_size[0]
+
+
+def spatial_region(cfg: AugmentConfig, patch_size) -> list[int]:
+    """Size (Z, Y, X) of the region read around a patch so that rotation/scaling never reach past it."""
     if not cfg.enabled or (cfg.rotation_p == 0 and cfg.scale_p == 0):
-        return 1.0
-    return max(1.0, math.sqrt(3) * cfg.scale_range[1]) if cfg.rotation_p else cfg.scale_range[1]
+        return list(patch_size)
+    flat = is_flat(cfg, patch_size)
+    turn = (math.sqrt(2) if flat else math.sqrt(3)) if cfg.rotation_p else 1.0
+    margin = max(1.0, turn * cfg.scale_range[1])
+    return [
+        int(p) if flat and a == 0 else int(math.ceil(p * margin)) for a, p in enumerate(patch_size)
+    ]
 
 
-def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> dict:
-    """Draw every random decision and value for one sample."""
+def sample_params(cfg: AugmentConfig, rng: np.random.Generator, flat: bool = False) -> dict:
+    """Draw every random decision and value for one sample (``flat``: see :func:`is_flat`)."""
     if not cfg.enabled:
         return {}
     u = lambda lo_hi: float(rng.uniform(*lo_hi))  # noqa: E731
-    p = {}
+    p = {"in_plane": True} if flat else {}
     if rng.random() < cfg.rotation_p:
-        p["rotation_rad"] = [
-            float(rng.uniform(-1, 1) * math.radians(cfg.rotation_deg)) for _ in range(3)
-        ]
+        if flat:  # about Z only: (about Z, about Y, about X)
+            p["rotation_rad"] = [float(rng.uniform(-1, 1) * math.radians(cfg.flat_rotation_deg))]
+            p["rotation_rad"] += [0.0, 0.0]
+        else:
+            p["rotation_rad"] = [
+                float(rng.uniform(-1, 1) * math.radians(cfg.rotation_deg)) for _ in range(3)
+            ]
     if rng.random() < cfg.scale_p:
         p["scale"] = u(cfg.scale_range)
     if rng.random() < cfg.noise_p:
@@ -99,7 +118,10 @@ def apply_params(
         lo, hi = image.amin(dim=(1, 2, 3), keepdim=True), image.amax(dim=(1, 2, 3), keepdim=True)
         image = ((image - mean) * params["contrast"] + mean).clamp(lo, hi)
     if "lowres_zoom" in params:
-        small = [max(1, int(round(s * params["lowres_zoom"]))) for s in image.shape[1:]]
+        zoom = [1.0 if params.get("in_plane") else params["lowres_zoom"]] + 2 * [
+            params["lowres_zoom"]
+        ]
+        small = [max(1, int(round(s * z))) for s, z in zip(image.shape[1:], zoom, strict=True)]
         down = F.interpolate(image[None], size=small, mode="nearest")
         image = F.interpolate(
             down, size=tuple(image.shape[1:]), mode="trilinear", align_corners=False
@@ -122,11 +144,12 @@ def _spatial(params, image, label, out_size):
     in_size = torch.tensor(image.shape[1:], dtype=torch.float64)
     out = torch.tensor(out_size, dtype=torch.float64)
     # grid_sample works in normalised (x, y, z) coords; rotate in voxel units:
-    # input_norm = diag(1 / in) @ R @ diag(out) @ output_norm / scale.
+    # input_norm = diag(1 / in) @ R @ diag(out / scale) @ output_norm (in-plane: z not scaled).
+    scale = torch.full((3,), params.get("scale", 1.0), dtype=torch.float64)
+    if params.get("in_plane"):
+        scale[2] = 1.0
     theta = torch.zeros(1, 3, 4, dtype=torch.float64)
-    theta[0, :, :3] = (
-        torch.diag(1 / in_size.flip(0)) @ rot @ torch.diag(out.flip(0)) / params.get("scale", 1.0)
-    )
+    theta[0, :, :3] = torch.diag(1 / in_size.flip(0)) @ rot @ torch.diag(out.flip(0) / scale)
     grid = F.affine_grid(theta.float(), [1, 1, *out_size], align_corners=False)
     img = F.grid_sample(
         image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False

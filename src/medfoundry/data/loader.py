@@ -12,7 +12,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from medfoundry.data.augment import AugmentConfig, apply_params, sample_params, spatial_margin
+from medfoundry.data.augment import (
+    AugmentConfig,
+    apply_params,
+    is_flat,
+    sample_params,
+    spatial_region,
+)
 from medfoundry.data.sampler import PatchSampler
 
 
@@ -30,10 +36,11 @@ def make_batch(sampler: PatchSampler, spec: BatchSpec, index: int) -> dict:
     """Batch number ``index``: ``{image (B, C, Z, Y, X) float32, label (B, Z, Y, X) int64,
     valid (B, K) bool over global classes 1..K, case_ids, params (recorded augmentation)}``."""
     rng = np.random.default_rng([spec.seed, index])
-    region = [int(np.ceil(p * spatial_margin(spec.augment))) for p in spec.patch_size]
+    region = spatial_region(spec.augment, spec.patch_size)
+    flat = is_flat(spec.augment, spec.patch_size)
     images, labels, valid, ids, params = [], [], [], [], []
     for _ in range(spec.batch_size):
-        p = sample_params(spec.augment, rng)
+        p = sample_params(spec.augment, rng, flat)
         s = sampler.sample(
             rng, region if ("rotation_rad" in p or "scale" in p) else spec.patch_size
         )
