@@ -8,7 +8,7 @@ worse by more than 0.02 on either dataset).
 
 The budget is a number of steps (so a busy machine changes the wall time, not the comparison);
 ``--steps`` defaults to about 15 minutes per run on this 2-core CPU.
-Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s]``; on a GPU machine
+Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] [--optim adamw --lr 1e-3]``; on a GPU machine
 ``--device cuda --threads 4 --workers 4 --parallel`` trains the three runs at once (same steps).
 """
 
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--validations", type=int, default=4, help="validation points over the budget")
     ap.add_argument("--val-cases", type=int, default=10, help="validation cases per dataset")
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--optim", default="sgd", choices=["sgd", "adamw"])
     ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument(
         "--device", default="cpu", help="cpu (the budget this benchmark is about) or cuda"
@@ -65,8 +66,8 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     every = max(1, args.steps // args.validations)
     print(
-        f"model {args.model}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, lr {args.lr} (SGD Nesterov 0.99, "
-        f"poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
+        f"model {args.model}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, {args.optim} lr {args.lr} "
+        f"(poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
         f"device {args.device}, {args.threads} threads, {args.workers} data workers per run"
         + (", runs in parallel" if args.parallel else "")
     )
@@ -79,6 +80,7 @@ def main() -> None:
         f"data.num_workers={args.workers}",
         f"data.val_max_cases={args.val_cases}",
         f"optim.lr={args.lr}",
+        f"optim.name={args.optim}",
         f"device={args.device}",
     ]
     results, started = {}, {}
