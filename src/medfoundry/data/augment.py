@@ -71,13 +71,8 @@ def sample_params(cfg: AugmentConfig, rng: np.random.Generator, flat: bool = Fal
     u = lambda lo_hi: float(rng.uniform(*lo_hi))  # noqa: E731
     p = {"in_plane": True} if flat else {}
     if rng.random() < cfg.rotation_p:
-        if flat:  # about Z only: (about Z, about Y, about X)
-            p["rotation_rad"] = [float(rng.uniform(-1, 1) * math.radians(cfg.flat_rotation_deg))]
-            p["rotation_rad"] += [0.0, 0.0]
-        else:
-            p["rotation_rad"] = [
-                float(rng.uniform(-1, 1) * math.radians(cfg.rotation_deg)) for _ in range(3)
-            ]
+        limits = [cfg.flat_rotation_deg, 0.0, 0.0] if flat else 3 * [cfg.rotation_deg]  # Z, Y, X
+        p["rotation_rad"] = [float(rng.uniform(-1, 1) * math.radians(d)) for d in limits]
     if rng.random() < cfg.scale_p:
         p["scale"] = u(cfg.scale_range)
     if rng.random() < cfg.noise_p:
@@ -118,9 +113,8 @@ def apply_params(
         lo, hi = image.amin(dim=(1, 2, 3), keepdim=True), image.amax(dim=(1, 2, 3), keepdim=True)
         image = ((image - mean) * params["contrast"] + mean).clamp(lo, hi)
     if "lowres_zoom" in params:
-        zoom = [1.0 if params.get("in_plane") else params["lowres_zoom"]] + 2 * [
-            params["lowres_zoom"]
-        ]
+        z = params["lowres_zoom"]
+        zoom = [1.0 if params.get("in_plane") else z, z, z]
         small = [max(1, int(round(s * z))) for s, z in zip(image.shape[1:], zoom, strict=True)]
         down = F.interpolate(image[None], size=small, mode="nearest")
         image = F.interpolate(

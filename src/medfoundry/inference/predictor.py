@@ -23,7 +23,7 @@ from medfoundry import MedfoundryError
 from medfoundry.device import parse_device
 from medfoundry.inference.sliding_window import predict_sliding_window
 from medfoundry.io import Volume
-from medfoundry.models.registry import create_model
+from medfoundry.models.registry import create_model_from_description
 from medfoundry.preprocessing.transform import transform_volume
 from medfoundry.training.checkpoint import load_checkpoint
 
@@ -69,19 +69,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
-def build_model_from_meta(meta: dict) -> torch.nn.Module:
-    m = meta["model"]
-    return create_model(
-        m["name"],
-        m["in_channels"],
-        m["num_classes"],
-        patch_size=m["patch_size"],
-        strides=m["strides"],
-        deep_supervision=m["deep_supervision"],
-        **m.get("overrides", {}),
-    )
-
-
 class Predictor:
     """Holds one model and its preprocessing; :meth:`predict` segments a :class:`Volume`."""
 
@@ -89,7 +76,7 @@ class Predictor:
         self.options = options or PredictOptions()
         self.device = parse_device(device)
         self.meta = ckpt
-        self.model = build_model_from_meta(ckpt)
+        self.model = create_model_from_description(ckpt["model"])
         self.model.load_state_dict(ckpt["state_dict"])
         self.model.to(self.device).eval()
         self.patch = list(ckpt["model"]["patch_size"])

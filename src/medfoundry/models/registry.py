@@ -42,6 +42,20 @@ def create_model(
         return TSFM(size, in_channels, num_classes, strides, patch, deep_supervision)
 
 
+def create_model_from_description(m: dict) -> TSFM:
+    """The network a checkpoint's ``model`` entry describes (name, channels, classes, patch, strides,
+    deep supervision, size overrides); weights are freshly initialised."""
+    return create_model(
+        m["name"],
+        m["in_channels"],
+        m["num_classes"],
+        patch_size=m["patch_size"],
+        strides=m["strides"],
+        deep_supervision=m["deep_supervision"],
+        **m.get("overrides", {}),
+    )
+
+
 def list_models() -> list[str]:
     return list(MODEL_SIZES)
 

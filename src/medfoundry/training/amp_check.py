@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from medfoundry.io.jsonfile import write_json
-from medfoundry.models.registry import create_model
+from medfoundry.models.registry import create_model_from_description
 
 log = logging.getLogger(__name__)
 MAX_REL_ERROR = 0.1
@@ -49,7 +49,10 @@ def cpu_bf16_training_ok(model_meta: dict, batch_size: int, threads: int) -> tup
 
 def _run_child(job: dict) -> dict:
     cmd = [sys.executable, "-m", "medfoundry.training.amp_check", json.dumps(job)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    try:  # the child's own watchdog ends a hung bf16 step; this bounds the rest of it
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "reason": "a bf16 training step hung in a test process"}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1])
@@ -99,15 +102,7 @@ def _child(job: dict) -> dict:
     m = job["model"]
     torch.set_num_threads(job["threads"] or torch.get_num_threads())
     torch.manual_seed(0)
-    net = create_model(
-        m["name"],
-        m["in_channels"],
-        m["num_classes"],
-        patch_size=m["patch_size"],
-        strides=m["strides"],
-        deep_supervision=m["deep_supervision"],
-        **m.get("overrides", {}),
-    ).to(memory_format=torch.channels_last_3d)
+    net = create_model_from_description(m).to(memory_format=torch.channels_last_3d)
     x = torch.randn(job["batch_size"], m["in_channels"], *m["patch_size"])
     x = x.contiguous(memory_format=torch.channels_last_3d)
     t0 = time.perf_counter()
