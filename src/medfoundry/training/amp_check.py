@@ -43,7 +43,10 @@ def cpu_bf16_training_ok(model_meta: dict, batch_size: int, threads: int) -> tup
     if key not in cache:
         log.info("checking bf16 training on this CPU for this network (once per machine)")
         cache[key] = _run_child(job)
-        write_json(cache_file, {**_read_cache(cache_file), key: cache[key]})
+        try:  # the cache only saves time: a read-only cache folder is not an error
+            write_json(cache_file, {**_read_cache(cache_file), key: cache[key]})
+        except OSError as exc:
+            log.warning("could not cache the bf16 check in %s (%s)", cache_file, exc)
     return cache[key]["ok"], cache[key]["reason"]
 
 
