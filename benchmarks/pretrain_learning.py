@@ -8,7 +8,8 @@ worse by more than 0.02 on either dataset).
 
 The budget is a number of steps (so a busy machine changes the wall time, not the comparison);
 ``--steps`` defaults to about 15 minutes per run on this 2-core CPU.
-Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] [--optim adamw --lr 1e-3]``; on a GPU machine
+Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] [--optim adamw --lr 1e-3]
+[--target-spacing acdc=1,2,2]``; on a GPU machine
 ``--device cuda --threads 4 --workers 4 --parallel`` trains the three runs at once (same steps).
 """
 
@@ -51,6 +52,13 @@ def main() -> None:
     ap.add_argument("--val-cases", type=int, default=10, help="validation cases per dataset")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--optim", default="sgd", choices=["sgd", "adamw"])
+    ap.add_argument(
+        "--target-spacing",
+        action="append",
+        default=[],
+        metavar="DATASET=Z,Y,X",
+        help="plan this dataset at another spacing (mm), in every run that has it, e.g. acdc=1,2,2",
+    )
     ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument(
         "--device", default="cpu", help="cpu (the budget this benchmark is about) or cuda"
@@ -70,9 +78,15 @@ def main() -> None:
         f"(poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
         f"device {args.device}, {args.threads} threads, {args.workers} data workers per run"
         + (", runs in parallel" if args.parallel else "")
+        + "".join(f", {s} mm" for s in args.target_spacing)
     )
     for run in args.runs:
         _prepare(run, args, env)
+    _same_network(args)
+    for run in args.runs:
+        medfoundry(
+            ["preprocess", str(args.work / run / "pool"), "-j", str(max(2, args.workers))], env
+        )
     sets = [
         f"epochs={args.steps // every}",
         f"iters_per_epoch={every}",
@@ -109,7 +123,7 @@ def main() -> None:
 
 
 def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
-    """A fresh pool folder for ``run``: build, plan at the benchmark's patch and batch, preprocess."""
+    """A fresh pool folder for ``run``: build, plan at the benchmark's patch and batch."""
     work = args.work / run
     if work.exists():
         shutil.rmtree(work)
@@ -121,8 +135,30 @@ def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
     jobs = str(max(2, args.workers))
     medfoundry(["pool", "build", str(spec), "-o", pool, "-j", jobs], env)
     plan = ["plan", pool, "--model", args.model, "--patch", *map(str, args.patch)]
+    spacings = [s for s in args.target_spacing if s.split("=")[0] in POOLS[run]]
+    plan += [arg for s in spacings for arg in ("--target-spacing", s)]
     medfoundry([*plan, "--batch-size", str(args.batch_size)], env)
-    medfoundry(["preprocess", pool, "-j", jobs], env)
+
+
+def _same_network(args: argparse.Namespace) -> None:
+    """Give the single-dataset runs the pooled plan's stage layout, so all runs train one network.
+
+    The layout follows the pool's spacing; with ``--target-spacing`` the pooled and single-dataset
+    pools can plan different strides. The plan's ``stages`` entry is edited as a user edits
+    nnU-Net's plans file.
+    """
+    if "pooled" not in args.runs:
+        return
+    pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
+    for run in args.runs:
+        path = args.work / run / "pool" / "plan.json"
+        plan = json.loads(path.read_text())
+        if plan["stages"] != pooled["stages"]:
+            plan["stages"] = pooled["stages"]
+            plan["estimated_memory_gb"] = pooled["estimated_memory_gb"]
+            path.write_text(json.dumps(plan, indent=2))
+            strides = " ".join("x".join(map(str, st["stride"])) for st in plan["stages"])
+            print(f"{run}: using the pooled plan's network layout (strides {strides})")
 
 
 def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> None:

@@ -52,6 +52,14 @@ def test_bad_input_is_one_line_error(argv, message, tmp_path, monkeypatch, capsy
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("value", ["acdc=1,2", "acdc", "=1,2,2", "acdc=1,a,2"])
+def test_plan_target_spacing_must_be_dataset_and_three_numbers(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["plan", "nowhere", "--target-spacing", value])
+    assert exit_.value.code == 2
+    assert f"expected DATASET=Z,Y,X (mm), got '{value}'" in capsys.readouterr().err
+
+
 def test_validation_report_then_one_line_error(tmp_path, capsys):
     (tmp_path / "d" / "imagesTr").mkdir(parents=True)
     (tmp_path / "d" / "labelsTr").mkdir()

@@ -96,3 +96,25 @@ def test_fixed_patch_must_match_the_stride(synth_pool):
         make_plan(synth_pool, model="tsfm_test", patch_size_vox=[17, 64, 64])
     with pytest.raises(MedfoundryError, match="unknown model"):
         make_plan(synth_pool, model="tsfm_xxl")
+
+
+def test_target_spacing_override_replaces_the_planned_spacing(synth_pool):
+    planned = json.loads(make_plan(synth_pool, model="tsfm_test").read_text())["datasets"]
+    plan = json.loads(
+        make_plan(
+            synth_pool, model="tsfm_test", target_spacing_mm={"synthabdomenmr": [8.0, 3.0, 3.0]}
+        ).read_text()
+    )["datasets"]
+    mr, old = plan["synthabdomenmr"], planned["synthabdomenmr"]
+    assert mr["target_spacing_mm"] == [8.0, 3.0, 3.0]
+    # the median shape follows the new grid: in-plane voxel counts scale by old / new spacing
+    for axis in (1, 2):
+        ratio = old["target_spacing_mm"][axis] / 3.0
+        assert mr["median_shape_vox"][axis] == pytest.approx(
+            old["median_shape_vox"][axis] * ratio, rel=0.02
+        )
+    assert plan["synthabdomenct"] == planned["synthabdomenct"]  # other datasets untouched
+    with pytest.raises(MedfoundryError, match="not a dataset of this pool"):
+        make_plan(synth_pool, model="tsfm_test", target_spacing_mm={"acdc": [1, 2, 2]})
+    with pytest.raises(MedfoundryError, match="three positive numbers"):
+        make_plan(synth_pool, model="tsfm_test", target_spacing_mm={"synthabdomenmr": [1, 0, 2]})

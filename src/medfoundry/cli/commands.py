@@ -151,7 +151,27 @@ def _add_plan(sub, common) -> None:
         "--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fix the patch size (voxels)"
     )
     p.add_argument("--batch-size", type=int, help="fix the batch size")
+    p.add_argument(
+        "--target-spacing",
+        action="append",
+        default=[],
+        type=_dataset_spacing,
+        metavar="DATASET=Z,Y,X",
+        help="resample DATASET to this spacing in mm instead of the planned one (repeatable), "
+        "e.g. acdc=1,2,2",
+    )
     p.set_defaults(func=_plan)
+
+
+def _dataset_spacing(text: str) -> tuple[str, list[float]]:
+    name, _, values = text.partition("=")
+    try:
+        spacing = [float(v) for v in values.split(",")]
+    except ValueError:
+        spacing = []
+    if not name or len(spacing) != 3:
+        raise argparse.ArgumentTypeError(f"expected DATASET=Z,Y,X (mm), got '{text}'")
+    return name, spacing
 
 
 def _plan(a) -> None:
@@ -161,6 +181,7 @@ def _plan(a) -> None:
         memory_gb=a.memory_gb,
         patch_size_vox=a.patch,
         batch_size=a.batch_size,
+        target_spacing_mm=dict(a.target_spacing),
     )
     plan = json.loads(path.read_text())
     for name, d in plan["datasets"].items():

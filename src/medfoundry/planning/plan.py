@@ -43,10 +43,14 @@ def make_plan(
     memory_gb: float = 8.0,
     patch_size_vox: list[int] | None = None,
     batch_size: int | None = None,
+    target_spacing_mm: dict[str, list[float]] | None = None,
 ) -> Path:
     """Compute the fingerprint and write ``POOL_DIR/plan.json``; returns its path.
 
     ``patch_size_vox``/``batch_size`` override the planned values (the stage layout follows the patch).
+    ``target_spacing_mm`` maps a dataset name to the ``(Z, Y, X)`` mm spacing to resample it to instead
+    of the planned one (as nnU-Net's overwrite_target_spacing): e.g. a coarser in-plane grid for a
+    short CPU budget, or data whose headers lost the true spacing.
     """
     pool_dir = Path(pool_dir)
     pool = load_pool(pool_dir)
@@ -54,8 +58,9 @@ def make_plan(
     if memory_gb <= 0:
         raise MedfoundryError(f"memory budget must be positive, got {memory_gb} GB")
     fingerprint = compute_fingerprint(pool, pool_dir)
+    overrides = _check_spacing_overrides(target_spacing_mm or {}, fingerprint)
     datasets = {
-        name: _dataset_plan(fp, pool["datasets"][name]["modality"])
+        name: _dataset_plan(fp, pool["datasets"][name]["modality"], overrides.get(name))
         for name, fp in sorted(fingerprint.items())
     }
 
@@ -114,8 +119,25 @@ def load_plan(pool_dir: str | os.PathLike) -> dict:
     return plan
 
 
-def _dataset_plan(fp: dict, modalities: list[str]) -> dict:
-    spacing = target_spacing(np.array(fp["spacings_mm"]), np.array(fp["cropped_shapes"]))
+def _check_spacing_overrides(overrides: dict, fingerprint: dict) -> dict[str, list[float]]:
+    unknown = sorted(set(overrides) - set(fingerprint))
+    if unknown:
+        raise MedfoundryError(
+            f"target spacing given for {', '.join(unknown)}, not a dataset of this pool "
+            f"({', '.join(sorted(fingerprint))})"
+        )
+    for name, spacing in overrides.items():
+        if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
+            raise MedfoundryError(
+                f"target spacing for {name} must be three positive numbers (Z Y X mm), got {list(spacing)}"
+            )
+    return {name: [float(v) for v in spacing] for name, spacing in overrides.items()}
+
+
+def _dataset_plan(fp: dict, modalities: list[str], spacing: list[float] | None = None) -> dict:
+    """One dataset's entry of plan.json; ``spacing`` replaces the planned target spacing."""
+    if spacing is None:
+        spacing = target_spacing(np.array(fp["spacings_mm"]), np.array(fp["cropped_shapes"]))
     shapes = (
         np.array(fp["cropped_shapes"], dtype=np.float64)
         * np.array(fp["spacings_mm"])
