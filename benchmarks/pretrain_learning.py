@@ -27,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
+from medfoundry.io.jsonfile import write_json  # noqa: E402
+
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
     "hippocampus-only": ["hippocampus"],
@@ -156,7 +158,7 @@ def _same_network(args: argparse.Namespace) -> None:
         if plan["stages"] != pooled["stages"]:
             plan["stages"] = pooled["stages"]
             plan["estimated_memory_gb"] = pooled["estimated_memory_gb"]
-            path.write_text(json.dumps(plan, indent=2))
+            write_json(path, plan)
             strides = " ".join("x".join(map(str, st["stride"])) for st in plan["stages"])
             print(f"{run}: using the pooled plan's network layout (strides {strides})")
 

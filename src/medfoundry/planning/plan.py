@@ -57,8 +57,8 @@ def make_plan(
     size = get_size(model)
     if memory_gb <= 0:
         raise MedfoundryError(f"memory budget must be positive, got {memory_gb} GB")
+    overrides = _check_spacing_overrides(target_spacing_mm or {}, pool["datasets"])
     fingerprint = compute_fingerprint(pool, pool_dir)
-    overrides = _check_spacing_overrides(target_spacing_mm or {}, fingerprint)
     datasets = {
         name: _dataset_plan(fp, pool["datasets"][name]["modality"], overrides.get(name))
         for name, fp in sorted(fingerprint.items())
@@ -119,12 +119,13 @@ def load_plan(pool_dir: str | os.PathLike) -> dict:
     return plan
 
 
-def _check_spacing_overrides(overrides: dict, fingerprint: dict) -> dict[str, list[float]]:
-    unknown = sorted(set(overrides) - set(fingerprint))
+def _check_spacing_overrides(overrides: dict, datasets: dict) -> dict[str, list[float]]:
+    """Checked before the (slow) fingerprint, against the pool's dataset names."""
+    unknown = sorted(set(overrides) - set(datasets))
     if unknown:
         raise MedfoundryError(
             f"target spacing given for {', '.join(unknown)}, not a dataset of this pool "
-            f"({', '.join(sorted(fingerprint))})"
+            f"({', '.join(sorted(datasets))})"
         )
     for name, spacing in overrides.items():
         if len(spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in spacing):
