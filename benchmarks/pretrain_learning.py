@@ -73,6 +73,7 @@ def main() -> None:
         help="train the runs at the same time (one GPU, many cores)",
     )
     args = ap.parse_args()
+    args.data = args.data.resolve()  # pool.yaml paths resolve against the pool.yaml's folder
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     every = max(1, args.steps // args.validations)
     print(

@@ -151,6 +151,36 @@ def test_sampling_follows_the_pool_probabilities(real_small_pool):
     assert abs(share - expected) < 0.06
 
 
+def test_one_dataset_per_batch_keeps_each_dataset_share(real_small_pool):
+    pool = load_pool(real_small_pool)
+    sampler = PatchSampler(str(real_small_pool), pool["cases"], fg_fraction=0.0)
+    expected = sum(c["sampling_probability"] for c in pool["cases"] if c["dataset"] == "acdc")
+    assert sampler.dataset_probabilities["acdc"] == pytest.approx(expected)
+    rng = np.random.default_rng(2)
+    draws = [sampler.sample(rng, [8, 8, 8], sampler.draw_dataset(rng)) for _ in range(600)]
+    assert abs([d["case_id"].split("/")[0] for d in draws].count("acdc") / 600 - expected) < 0.06
+    acdc = {c["id"] for c in pool["cases"] if c["dataset"] == "acdc"}
+    forced = {sampler.sample(rng, [8, 8, 8], "acdc")["case_id"] for _ in range(300)}
+    assert forced <= acdc and len(forced) >= 0.9 * len(acdc)  # all of the dataset's cases
+
+    K = len(pool["labels"]) - 1
+    spec = BatchSpec([16, 32, 32], 3, K, seed=5, augment=AugmentConfig(enabled=False))
+    one = BatchSpec([16, 32, 32], 3, K, 5, AugmentConfig(enabled=False), one_dataset_per_batch=True)
+
+    def datasets(s, k):
+        return {i.split("/")[0] for i in make_batch(sampler, s, k)["case_ids"]}
+
+    assert all(len(datasets(one, k)) == 1 for k in range(30))
+    assert any(len(datasets(spec, k)) == 2 for k in range(30))  # the default mixes
+    # A single-dataset pool: the option draws nothing, so batches are unchanged.
+    hippo = PatchSampler(
+        str(real_small_pool), [c for c in pool["cases"] if c["dataset"] == "hippocampus"]
+    )
+    assert hippo.draw_dataset(np.random.default_rng(0)) is None
+    a, b = make_batch(hippo, spec, 3), make_batch(hippo, one, 3)
+    assert a["case_ids"] == b["case_ids"] and torch.equal(a["image"], b["image"])
+
+
 def test_split_keeps_patient_frames_together():
     cases = [
         {"id": f"acdc/patient{p:03d}_frame0{f}", "dataset": "acdc"}

@@ -30,6 +30,8 @@ class BatchSpec:
     """Foreground classes K of the label space (global ids 1..K)."""
     seed: int
     augment: AugmentConfig
+    one_dataset_per_batch: bool = False
+    """Fill each batch from one dataset of the pool (see :class:`DataConfig`)."""
 
 
 def make_batch(sampler: PatchSampler, spec: BatchSpec, index: int) -> dict:
@@ -38,11 +40,12 @@ def make_batch(sampler: PatchSampler, spec: BatchSpec, index: int) -> dict:
     rng = np.random.default_rng([spec.seed, index])
     region = spatial_region(spec.augment, spec.patch_size)
     flat = is_flat(spec.augment, spec.patch_size)
+    dataset = sampler.draw_dataset(rng) if spec.one_dataset_per_batch else None
     images, labels, valid, ids, params = [], [], [], [], []
     for _ in range(spec.batch_size):
         p = sample_params(spec.augment, rng, flat)
         s = sampler.sample(
-            rng, region if ("rotation_rad" in p or "scale" in p) else spec.patch_size
+            rng, region if ("rotation_rad" in p or "scale" in p) else spec.patch_size, dataset
         )
         img, lab = apply_params(
             p,

@@ -3,6 +3,10 @@
 A fraction ``fg_fraction`` of patches is centred on a random voxel of a random class that the case's
 dataset annotates and that is present in the case (nnU-Net's foreground oversampling); the rest are
 placed uniformly. A patch reaching outside the case is padded (image 0 = the normalised mean, label 0).
+
+``draw_dataset`` + ``sample(..., dataset=)`` draw a case in two steps (a dataset with probability equal
+to its cases' total probability, then a case of it with the renormalised probabilities), which leaves
+every case's probability unchanged; the loader uses it to fill a batch from one dataset.
 """
 
 from __future__ import annotations
@@ -25,11 +29,24 @@ class PatchSampler:
     def __post_init__(self) -> None:
         p = np.array([c["sampling_probability"] for c in self.cases], dtype=np.float64)
         self.probabilities = p / p.sum()
+        names = sorted({c["dataset"] for c in self.cases})
+        self._members = {n: np.array([c["dataset"] == n for c in self.cases]) for n in names}
+        self.dataset_probabilities = {
+            n: float(self.probabilities[m].sum()) for n, m in self._members.items()
+        }
 
-    def sample(self, rng: np.random.Generator, region_zyx) -> dict:
-        """One region of size ``region_zyx`` (Z, Y, X): ``{image (C, Z, Y, X) float32, label (Z, Y, X)
-        uint8, case_id, valid_labels, center}``."""
-        case = self.cases[int(rng.choice(len(self.cases), p=self.probabilities))]
+    def draw_dataset(self, rng: np.random.Generator) -> str | None:
+        """A dataset name with probability equal to its cases' total probability; None (drawing
+        nothing from ``rng``) when all cases come from one dataset."""
+        if len(self.dataset_probabilities) < 2:
+            return None
+        names = list(self.dataset_probabilities)
+        return names[int(rng.choice(len(names), p=list(self.dataset_probabilities.values())))]
+
+    def sample(self, rng: np.random.Generator, region_zyx, dataset: str | None = None) -> dict:
+        """One region of size ``region_zyx`` (Z, Y, X) of a case drawn from all cases, or from
+        ``dataset``'s: ``{image (C, Z, Y, X) float32, label (Z, Y, X) uint8, case_id, valid_labels, center}``."""
+        case = self.cases[self._draw_case(rng, dataset)]
         image, label, props = load_case(self.pool_dir, case["id"])
         shape = np.array(label.shape)
         size = np.array(region_zyx)
@@ -50,6 +67,13 @@ class PatchSampler:
             "valid_labels": case["valid_labels"],
             "center": [int(v) for v in center],
         }
+
+    def _draw_case(self, rng: np.random.Generator, dataset: str | None) -> int:
+        if dataset is None:
+            return int(rng.choice(len(self.cases), p=self.probabilities))
+        index = np.flatnonzero(self._members[dataset])
+        p = self.probabilities[index]
+        return int(index[rng.choice(len(index), p=p / p.sum())])
 
     def _locations(self, case_id: str) -> dict[int, np.ndarray]:
         if case_id not in self._cache:

@@ -36,6 +36,12 @@ class OptimConfig:
 class DataConfig:
     fg_fraction: float = 0.33
     """Fraction of patches centred on a foreground voxel of a random valid class."""
+    one_dataset_per_batch: bool = True
+    """Draw each batch's dataset first (with probability equal to its cases' total sampling
+    probability), then all of the batch's cases from it; each case keeps its 1/sqrt-rule probability.
+    The per-class batch Dice then always spans the whole batch instead of the 1-3 samples of a mixed
+    batch that annotate the class. False: every case drawn independently (mixed batches). No effect
+    on a single-dataset pool."""
     num_workers: int = 2
     """Background processes making batches (0: in the training process)."""
     val_fraction: float = 0.2

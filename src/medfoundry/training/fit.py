@@ -157,7 +157,9 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
     }
     runlog = _prepare_run_dir(run_dir, meta, step) if dist.is_main else None
 
-    spec = BatchSpec(patch, batch_size, num_fg, cfg.seed, cfg.data.augment)
+    spec = BatchSpec(
+        patch, batch_size, num_fg, cfg.seed, cfg.data.augment, cfg.data.one_dataset_per_batch
+    )
     batches = batch_loader(
         PatchSampler(str(pool_dir), train_cases, cfg.data.fg_fraction),
         spec,
