@@ -29,11 +29,14 @@ class PatchSampler:
     def __post_init__(self) -> None:
         p = np.array([c["sampling_probability"] for c in self.cases], dtype=np.float64)
         self.probabilities = p / p.sum()
-        names = sorted({c["dataset"] for c in self.cases})
-        self._members = {n: np.array([c["dataset"] == n for c in self.cases]) for n in names}
-        self.dataset_probabilities = {
-            n: float(self.probabilities[m].sum()) for n, m in self._members.items()
-        }
+        datasets = np.array([c["dataset"] for c in self.cases])
+        self._by_dataset = {}  # name -> (case indices, their renormalised probabilities)
+        self.dataset_probabilities = {}
+        for name in sorted({str(d) for d in datasets}):
+            index = np.flatnonzero(datasets == name)
+            mass = float(self.probabilities[index].sum())
+            self._by_dataset[name] = (index, self.probabilities[index] / mass)
+            self.dataset_probabilities[name] = mass
 
     def draw_dataset(self, rng: np.random.Generator) -> str | None:
         """A dataset name with probability equal to its cases' total probability; None (drawing
@@ -71,9 +74,8 @@ class PatchSampler:
     def _draw_case(self, rng: np.random.Generator, dataset: str | None) -> int:
         if dataset is None:
             return int(rng.choice(len(self.cases), p=self.probabilities))
-        index = np.flatnonzero(self._members[dataset])
-        p = self.probabilities[index]
-        return int(index[rng.choice(len(index), p=p / p.sum())])
+        index, p = self._by_dataset[dataset]
+        return int(index[rng.choice(len(index), p=p)])
 
     def _locations(self, case_id: str) -> dict[int, np.ndarray]:
         if case_id not in self._cache:
