@@ -9,7 +9,7 @@ worse by more than 0.02 on either dataset).
 The budget is a number of steps (so a busy machine changes the wall time, not the comparison);
 ``--steps`` defaults to about 15 minutes per run on this 2-core CPU.
 Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] [--optim adamw --lr 1e-3]
-[--target-spacing acdc=1,2,2]``; on a GPU machine
+[--target-spacing acdc=1,2,2] [--strides 1x1x1 2x2x2 2x2x2 1x2x2]``; on a GPU machine
 ``--device cuda --threads 4 --workers 4 --parallel`` trains the three runs at once (same steps).
 """
 
@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
 from medfoundry.io.jsonfile import write_json  # noqa: E402
+from medfoundry.models.sizes import get_size  # noqa: E402
+from medfoundry.planning.layout import estimate_memory_bytes  # noqa: E402
 
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
@@ -60,6 +62,13 @@ def main() -> None:
         default=[],
         metavar="DATASET=Z,Y,X",
         help="plan this dataset at another spacing (mm), in every run that has it, e.g. acdc=1,2,2",
+    )
+    ap.add_argument(
+        "--strides",
+        nargs="+",
+        type=_stride,
+        metavar="ZxYxX",
+        help="network stage strides for every run instead of the planned ones, e.g. 1x1x1 2x2x2 2x2x2 1x2x2",
     )
     ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument(
@@ -147,12 +156,24 @@ def _same_network(args: argparse.Namespace) -> None:
     """Give the single-dataset runs the pooled plan's stage layout, so all runs train one network.
 
     The layout follows the pool's spacing; with ``--target-spacing`` the pooled and single-dataset
-    pools can plan different strides. The plan's ``stages`` entry is edited as a user edits
+    pools can plan different strides. ``--strides`` replaces the pooled plan's layout first (the
+    features per stage are the model size's). The plan's ``stages`` entry is edited as a user edits
     nnU-Net's plans file.
     """
     if "pooled" not in args.runs:
         return
     pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
+    if args.strides:
+        strides = args.strides
+        size = get_size(args.model)
+        feats = size.features(len(strides))
+        pooled["stages"] = [
+            {"stride": st, "features": f} for st, f in zip(strides, feats, strict=True)
+        ]
+        bytes_ = estimate_memory_bytes(
+            size, args.patch, strides, args.batch_size, 1, len(pooled["labels"]) - 1
+        )
+        pooled["estimated_memory_gb"] = round(bytes_ / 2**30, 3)
     for run in args.runs:
         path = args.work / run / "pool" / "plan.json"
         plan = json.loads(path.read_text())
@@ -161,7 +182,17 @@ def _same_network(args: argparse.Namespace) -> None:
             plan["estimated_memory_gb"] = pooled["estimated_memory_gb"]
             write_json(path, plan)
             strides = " ".join("x".join(map(str, st["stride"])) for st in plan["stages"])
-            print(f"{run}: using the pooled plan's network layout (strides {strides})")
+            print(f"{run}: network layout of the pooled plan (strides {strides})")
+
+
+def _stride(text: str) -> list[int]:
+    """``2x2x2`` -> ``[2, 2, 2]`` (one stage's stride along Z, Y, X: 1 or 2 each)."""
+    parts = text.split("x")
+    if len(parts) != 3 or any(p not in ("1", "2") for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"a stride is ZxYxX with 1 or 2 each, e.g. 1x2x2, not '{text}'"
+        )
+    return [int(p) for p in parts]
 
 
 def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> None:

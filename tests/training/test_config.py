@@ -33,6 +33,16 @@ def test_dotted_overrides_set_typed_values():
     assert from_dict(to_dict(cfg)) == cfg
 
 
+def test_a_config_saved_before_a_field_existed_keeps_its_behaviour():
+    # Checkpoints written before data.one_dataset_per_batch existed trained with mixed batches; a
+    # resumed run must go on with them, not switch to the new default.
+    saved = to_dict(TrainConfig())
+    assert saved["data"]["one_dataset_per_batch"] is True
+    assert from_dict(saved).data.one_dataset_per_batch is True
+    del saved["data"]["one_dataset_per_batch"]
+    assert from_dict(saved).data.one_dataset_per_batch is False
+
+
 @pytest.mark.parametrize(
     "item,message",
     [

@@ -87,18 +87,18 @@ def stage_strides(
     """Per-stage strides ``(Z, Y, X)``; stage 0 (the stem) has stride 1.
 
     An axis is halved at a stage while its feature map stays >= 2 * MIN_FEATURE_MAP_VOX voxels and its
-    current spacing is at most twice the finest current spacing (so thick-slice axes wait).
+    current spacing is at most twice the finest current spacing among the axes that can still be halved
+    (so thick-slice axes wait, but an axis too short to halve again does not hold the others back).
     """
     size = np.array(patch_vox, dtype=np.float64)
     spacing = np.array(spacing_mm, dtype=np.float64)
     strides = [[1, 1, 1]]
     while len(strides) < max_stages:
-        stride = [
-            2 if size[a] >= 2 * MIN_FEATURE_MAP_VOX and spacing[a] <= 2 * spacing.min() else 1
-            for a in range(3)
-        ]
-        if stride == [1, 1, 1]:
+        can_halve = size >= 2 * MIN_FEATURE_MAP_VOX
+        if not can_halve.any():
             break
+        finest = spacing[can_halve].min()
+        stride = [2 if can_halve[a] and spacing[a] <= 2 * finest else 1 for a in range(3)]
         strides.append(stride)
         size /= stride
         spacing *= stride

@@ -136,10 +136,17 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Fields added after runs were already being saved, whose default changes what a run does: a saved
+# config (a checkpoint's) without one gets the value that keeps the behaviour it was saved with.
+ADDED_FIELDS = {"data.one_dataset_per_batch": False}
+
+
 def from_dict(raw: dict) -> TrainConfig:
+    """The config saved as ``raw`` (``to_dict``'s output, e.g. from a checkpoint)."""
+    values = {**ADDED_FIELDS, **dict(_flatten(raw))}
     return apply_overrides(
         TrainConfig(),
-        [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in _flatten(raw)],
+        [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in values.items()],
     )
 
 
