@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
 from medfoundry.io.jsonfile import write_json  # noqa: E402
-from medfoundry.models.sizes import get_size  # noqa: E402
-from medfoundry.planning.layout import estimate_memory_bytes  # noqa: E402
+from medfoundry.models.sizes import get_size, total_stride  # noqa: E402
+from medfoundry.planning.layout import stage_layout  # noqa: E402
 
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
@@ -82,6 +82,14 @@ def main() -> None:
         help="train the runs at the same time (one GPU, many cores)",
     )
     args = ap.parse_args()
+    if args.strides and (
+        args.strides[0] != [1, 1, 1]
+        or any(p % t for p, t in zip(args.patch, total_stride(args.strides), strict=True))
+    ):
+        ap.error(
+            "--strides: the first stage (the stem) is 1x1x1 and the patch must be divisible by the "
+            f"total stride {total_stride(args.strides)}"
+        )
     args.data = args.data.resolve()  # pool.yaml paths resolve against the pool.yaml's folder
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     every = max(1, args.steps // args.validations)
@@ -164,16 +172,8 @@ def _same_network(args: argparse.Namespace) -> None:
         return
     pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
     if args.strides:
-        strides = args.strides
-        size = get_size(args.model)
-        feats = size.features(len(strides))
-        pooled["stages"] = [
-            {"stride": st, "features": f} for st, f in zip(strides, feats, strict=True)
-        ]
-        bytes_ = estimate_memory_bytes(
-            size, args.patch, strides, args.batch_size, 1, len(pooled["labels"]) - 1
-        )
-        pooled["estimated_memory_gb"] = round(bytes_ / 2**30, 3)
+        size, num_fg = get_size(args.model), len(pooled["labels"]) - 1
+        pooled.update(stage_layout(size, args.patch, args.strides, args.batch_size, 1, num_fg))
     for run in args.runs:
         path = args.work / run / "pool" / "plan.json"
         plan = json.loads(path.read_text())

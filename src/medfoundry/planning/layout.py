@@ -105,12 +105,25 @@ def plan_patch(
         <= budget_bytes
     ):
         batch += 1
-    feats = size.features(len(strides))
     return {
         "patch_size_vox": [int(p) for p in patch],
         "batch_size": int(batch),
+        **stage_layout(size, patch, strides, batch, in_channels, num_classes),
+    }
+
+
+def stage_layout(
+    size: ModelSize,
+    patch_vox: list[int],
+    strides: list[list[int]],
+    batch: int,
+    in_channels: int,
+    num_classes: int,
+) -> dict:
+    """The plan's ``stages`` (stride (Z, Y, X) and features per stage) and ``estimated_memory_gb``."""
+    feats = size.features(len(strides))
+    mem = estimate_memory_bytes(size, list(patch_vox), strides, batch, in_channels, num_classes)
+    return {
         "stages": [{"stride": s, "features": f} for s, f in zip(strides, feats, strict=True)],
-        "estimated_memory_gb": round(
-            estimate_memory_bytes(size, patch, strides, batch, in_channels, num_classes) / 2**30, 3
-        ),
+        "estimated_memory_gb": round(mem / 2**30, 3),
     }

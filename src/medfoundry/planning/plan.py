@@ -26,7 +26,7 @@ from medfoundry import MedfoundryError, __version__
 from medfoundry.io.jsonfile import read_json, write_json
 from medfoundry.models.sizes import get_size, stage_strides
 from medfoundry.planning.fingerprint import compute_fingerprint
-from medfoundry.planning.layout import estimate_memory_bytes, plan_patch
+from medfoundry.planning.layout import plan_patch, stage_layout
 from medfoundry.planning.spacing import is_anisotropic, target_spacing
 from medfoundry.pool.build import load_pool
 
@@ -181,14 +181,8 @@ def _fixed_patch(size, patch, spacing, batch, in_channels, num_classes) -> dict:
         raise MedfoundryError(
             f"patch {list(patch)} must be divisible by the network's total stride {step} (Z, Y, X)"
         )
-    feats = size.features(len(strides))
     return {
         "patch_size_vox": [int(p) for p in patch],
         "batch_size": batch,
-        "stages": [{"stride": s, "features": f} for s, f in zip(strides, feats, strict=True)],
-        "estimated_memory_gb": round(
-            estimate_memory_bytes(size, list(patch), strides, batch, in_channels, num_classes)
-            / 2**30,
-            3,
-        ),
+        **stage_layout(size, list(patch), strides, batch, in_channels, num_classes),
     }
