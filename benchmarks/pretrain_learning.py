@@ -11,6 +11,9 @@ The budget is a number of steps (so a busy machine changes the wall time, not th
 Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] [--optim adamw --lr 1e-3]
 [--target-spacing acdc=1,2,2] [--strides 1x1x1 2x2x2 2x2x2 1x2x2]``; on a GPU machine
 ``--device cuda --threads 4 --workers 4 --parallel`` trains the three runs at once (same steps).
+The runs can be split over invocations (``--runs pooled acdc-only``, later ``--runs hippocampus-only``)
+with the same ``--work`` and settings: each finished run leaves ``bench.json``, and the final table
+takes the runs this invocation did not train from there when their settings match.
 """
 
 from __future__ import annotations
@@ -132,6 +135,7 @@ def main() -> None:
     finally:  # a failed run ends the benchmark: stop the ones still training
         for _, proc in started.values():
             proc.kill()
+    _earlier_runs(args, results)
     if {"pooled", "hippocampus-only", "acdc-only"} <= set(results):
         print("\nFinal validation mean Dice per dataset (same steps, batch, patch, model):")
         print("| dataset | pooled | alone | pooled - alone |")
@@ -161,28 +165,32 @@ def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
 
 
 def _same_network(args: argparse.Namespace) -> None:
-    """Give the single-dataset runs the pooled plan's stage layout, so all runs train one network.
+    """Give every run one stage layout, so all runs train one network.
 
-    The layout follows the pool's spacing; with ``--target-spacing`` the pooled and single-dataset
-    pools can plan different strides. ``--strides`` replaces the pooled plan's layout first (the
-    features per stage are the model size's). The plan's ``stages`` entry is edited as a user edits
-    nnU-Net's plans file.
+    With ``--strides`` each run's plan gets that layout (the features per stage are the model
+    size's), so runs started by separate invocations still match. Otherwise the single-dataset runs
+    get the pooled plan's layout: the layout follows the pool's spacing, and with
+    ``--target-spacing`` the pooled and single-dataset pools can plan different strides. The plan's
+    ``stages`` entry is edited as a user edits nnU-Net's plans file.
     """
-    if "pooled" not in args.runs:
+    pooled = None
+    if "pooled" in args.runs:
+        pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
+    elif not args.strides:
         return
-    pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
-    if args.strides:
-        size, num_fg = get_size(args.model), len(pooled["labels"]) - 1
-        pooled.update(stage_layout(size, args.patch, args.strides, args.batch_size, 1, num_fg))
     for run in args.runs:
         path = args.work / run / "pool" / "plan.json"
         plan = json.loads(path.read_text())
-        if plan["stages"] != pooled["stages"]:
-            plan["stages"] = pooled["stages"]
-            plan["estimated_memory_gb"] = pooled["estimated_memory_gb"]
+        if args.strides:
+            size, num_fg = get_size(args.model), len(plan["labels"]) - 1
+            layout = stage_layout(size, args.patch, args.strides, args.batch_size, 1, num_fg)
+        else:
+            layout = {k: pooled[k] for k in ("stages", "estimated_memory_gb")}
+        if plan["stages"] != layout["stages"]:
+            plan.update(layout)
             write_json(path, plan)
             strides = " ".join("x".join(map(str, st["stride"])) for st in plan["stages"])
-            print(f"{run}: network layout of the pooled plan (strides {strides})")
+            print(f"{run}: network layout set to strides {strides}")
 
 
 def _stride(text: str) -> list[int]:
@@ -195,6 +203,24 @@ def _stride(text: str) -> list[int]:
     return [int(p) for p in parts]
 
 
+def _settings(args: argparse.Namespace) -> dict:
+    """The settings that make runs comparable (all but which runs, where, and in parallel or not)."""
+    skip = ("runs", "work", "parallel")
+    return {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
+
+
+def _earlier_runs(args: argparse.Namespace, results: dict) -> None:
+    """Add runs finished by an earlier invocation in the same ``--work`` with the same settings."""
+    for run in POOLS:
+        saved = args.work / run / "bench.json"
+        if run in results or not saved.is_file():
+            continue
+        earlier = json.loads(saved.read_text())
+        if earlier.pop("settings") == _settings(args):
+            results[run] = earlier
+            print(f"{run}: figures of an earlier invocation with the same settings ({saved})")
+
+
 def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> None:
     """Wait for a run, then print its validation Dice over time."""
     if proc.wait():
@@ -205,6 +231,7 @@ def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> 
     val = [r for r in rows if r["kind"] == "val"]
     train_s = sum(r["step_time_s"] for r in rows if r["kind"] == "train")
     results[run] = {"val": val, "wall_s": wall, "train_s": train_s}
+    write_json(args.work / run / "bench.json", {"settings": _settings(args), **results[run]})
     print(f"\n{run}: {wall / 60:.1f} min wall ({train_s / 60:.1f} min training steps)")
     keys = sorted(k for k in val[-1] if k.startswith("val/") and k.count("/") == 2)
     print("| step | " + " | ".join(k[4:] for k in keys) + " |")
