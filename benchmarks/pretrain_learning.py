@@ -173,19 +173,19 @@ def _same_network(args: argparse.Namespace) -> None:
     ``--target-spacing`` the pooled and single-dataset pools can plan different strides. The plan's
     ``stages`` entry is edited as a user edits nnU-Net's plans file.
     """
-    pooled = None
-    if "pooled" in args.runs:
-        pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
-    elif not args.strides:
+    if not args.strides and "pooled" not in args.runs:
         return
+    if not args.strides:
+        pooled = json.loads((args.work / "pooled" / "pool" / "plan.json").read_text())
+        layout = {k: pooled[k] for k in ("stages", "estimated_memory_gb")}
     for run in args.runs:
         path = args.work / run / "pool" / "plan.json"
         plan = json.loads(path.read_text())
-        if args.strides:
-            size, num_fg = get_size(args.model), len(plan["labels"]) - 1
-            layout = stage_layout(size, args.patch, args.strides, args.batch_size, 1, num_fg)
-        else:
-            layout = {k: pooled[k] for k in ("stages", "estimated_memory_gb")}
+        if args.strides:  # the memory estimate depends on the run's number of classes
+            num_fg = len(plan["labels"]) - 1
+            layout = stage_layout(
+                get_size(args.model), args.patch, args.strides, args.batch_size, 1, num_fg
+            )
         if plan["stages"] != layout["stages"]:
             plan.update(layout)
             write_json(path, plan)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medfoundry.models.blocks import ConvNormAct, Downsample, ResidualBlock, Upsample
-from medfoundry.models.sizes import ModelSize
+from medfoundry.models.sizes import ModelSize, total_stride
 from medfoundry.models.transformer import TransformerBottleneck
 
 
@@ -43,7 +43,7 @@ class TSFM(nn.Module):
             self.encoder.append(
                 nn.Sequential(*down, *[ResidualBlock(f) for _ in range(size.blocks_per_stage[s])])
             )
-        grid = [p // t for p, t in zip(patch_size, _total(strides), strict=True)]
+        grid = [p // t for p, t in zip(patch_size, total_stride(strides), strict=True)]
         self.bottleneck = (
             TransformerBottleneck(
                 feats[-1],
@@ -94,10 +94,3 @@ class TSFM(nn.Module):
         if not self.deep_supervision:
             return self.heads[0](x)
         return outputs[::-1]  # full resolution first
-
-
-def _total(strides):
-    out = [1, 1, 1]
-    for s in strides:
-        out = [a * b for a, b in zip(out, s, strict=True)]
-    return out

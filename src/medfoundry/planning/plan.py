@@ -24,7 +24,7 @@ import numpy as np
 
 from medfoundry import MedfoundryError, __version__
 from medfoundry.io.jsonfile import read_json, write_json
-from medfoundry.models.sizes import get_size, stage_strides
+from medfoundry.models.sizes import get_size, stage_strides, total_stride
 from medfoundry.planning.fingerprint import compute_fingerprint
 from medfoundry.planning.layout import plan_patch, stage_layout
 from medfoundry.planning.spacing import is_anisotropic, target_spacing
@@ -175,7 +175,7 @@ def _fixed_patch(size, patch, spacing, batch, in_channels, num_classes) -> dict:
     if len(patch) != 3 or min(patch) < 1:
         raise MedfoundryError(f"patch size must be three positive integers (Z Y X), got {patch}")
     strides = stage_strides(list(patch), spacing, size.max_stages)
-    step = [int(np.prod([s[a] for s in strides])) for a in range(3)]
+    step = total_stride(strides)
     bad = [a for a in range(3) if patch[a] % step[a]]
     if bad:
         raise MedfoundryError(
