@@ -68,3 +68,25 @@ def copy_hippo_cases(hippo: Path, dest: Path, n: int = 6) -> Path:
             shutil.copy(hippo / sub / c, dest / sub / c)
     shutil.copy(hippo / "dataset.json", dest / "dataset.json")
     return dest
+
+
+@pytest.fixture(scope="session")
+def real_small_pool(tmp_path_factory, hippo_dir, acdc_dir):
+    """The real pool built, planned (tsfm_test, 16x32x32, batch 2) and preprocessed once per test
+    session; ACDC limited to its val.list volumes to keep it quick."""
+    from medfoundry.planning import make_plan
+    from medfoundry.pool import build_pool
+    from medfoundry.preprocessing import preprocess_pool
+    from tests.pool.test_build import REAL_POOL
+
+    tmp = tmp_path_factory.mktemp("datapool")
+    spec = tmp / "pool.yaml"
+    spec.write_text(
+        REAL_POOL.format(hippo=hippo_dir, acdc=acdc_dir).replace(
+            "[train.list, val.list]", "[val.list]"
+        )
+    )
+    build_pool(spec, tmp / "pool", jobs=2, progress=False)
+    make_plan(tmp / "pool", model="tsfm_test", patch_size_vox=[16, 32, 32], batch_size=2)
+    preprocess_pool(tmp / "pool", jobs=2, progress=False)
+    return tmp / "pool"

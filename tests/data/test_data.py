@@ -16,26 +16,7 @@ from medfoundry.data.augment import (
 from medfoundry.data.loader import BatchSpec, batch_loader, make_batch
 from medfoundry.data.sampler import PatchSampler, crop_padded
 from medfoundry.data.split import split_cases
-from medfoundry.planning import make_plan
-from medfoundry.pool import build_pool, load_pool
-from medfoundry.preprocessing import preprocess_pool
-from tests.pool.test_build import REAL_POOL
-
-
-@pytest.fixture(scope="module")
-def real_small_pool(tmp_path_factory, hippo_dir, acdc_dir):
-    """The real pool, ACDC limited to the val.list volumes to keep it quick."""
-    tmp = tmp_path_factory.mktemp("datapool")
-    spec = tmp / "pool.yaml"
-    spec.write_text(
-        REAL_POOL.format(hippo=hippo_dir, acdc=acdc_dir).replace(
-            "[train.list, val.list]", "[val.list]"
-        )
-    )
-    build_pool(spec, tmp / "pool", jobs=2, progress=False)
-    make_plan(tmp / "pool", model="tsfm_test", patch_size_vox=[16, 32, 32], batch_size=2)
-    preprocess_pool(tmp / "pool", jobs=2, progress=False)
-    return tmp / "pool"
+from medfoundry.pool import load_pool
 
 
 def test_augmentation_replays_from_recorded_parameters():

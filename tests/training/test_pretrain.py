@@ -17,7 +17,6 @@ from medfoundry.training.checkpoint import load_checkpoint
 from medfoundry.training.config import TrainConfig, apply_overrides
 from medfoundry.training.fit import pretrain
 from medfoundry.training.runlog import read_metrics
-from tests.data.test_data import real_small_pool  # noqa: F401 - shared fixture
 
 FAST = [
     "model=tsfm_test",
@@ -36,7 +35,7 @@ def _cfg(extra=()):
     return apply_overrides(TrainConfig(), [*FAST, *extra])
 
 
-def test_run_folder_metrics_and_checkpoint(real_small_pool, tmp_path):  # noqa: F811
+def test_run_folder_metrics_and_checkpoint(real_small_pool, tmp_path):
     out = pretrain(real_small_pool, tmp_path / "run", _cfg(), progress=False)
     run = tmp_path / "run"
     for name in (
@@ -76,7 +75,7 @@ def test_run_folder_metrics_and_checkpoint(real_small_pool, tmp_path):  # noqa: 
         pretrain(real_small_pool, run, _cfg(), progress=False)
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_run(real_small_pool, tmp_path):  # noqa: F811
+def test_sigkill_then_resume_matches_the_uninterrupted_run(real_small_pool, tmp_path):
     extra = ["epochs=3", "val_every=0", "seed=3"]
     pretrain(real_small_pool, tmp_path / "full", _cfg(extra), progress=False)
     full = [r["loss"] for r in read_metrics(tmp_path / "full") if r["kind"] == "train"]
@@ -113,7 +112,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(real_small_pool, tmp_
 
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
-def test_two_cpu_processes_end_with_identical_weights(real_small_pool, tmp_path, fsdp):  # noqa: F811
+def test_two_cpu_processes_end_with_identical_weights(real_small_pool, tmp_path, fsdp):
     script = tmp_path / "ddp.py"
     script.write_text(
         "import json, os, sys\n"
@@ -176,7 +175,7 @@ def test_cuda_device_without_index_gets_the_current_one(monkeypatch):
     [("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device"), ("cuda", "no CUDA GPU")],
 )
 def test_bad_or_missing_device_is_a_one_line_error_before_the_run_folder(
-    real_small_pool,  # noqa: F811
+    real_small_pool,
     tmp_path,
     capsys,
     monkeypatch,
