@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDFOUNDRY_DATA", REPO.parent / "shared" / "data")).resolve()
 HIPPO = DATA / "msd_task04_hippocampus"
 ACDC = DATA / "acdc"
+FAST_FIT = [  # a few CPU steps of training: enough to exercise a run folder end to end
+    "epochs=1",
+    "iters_per_epoch=3",
+    "batch_size=2",
+    "patch_size=[16, 32, 32]",
+    "data.num_workers=0",
+    "data.val_max_cases=1",
+    "threads=1",
+]
 
 
 def _require(path: Path) -> Path:
@@ -90,3 +99,15 @@ def real_small_pool(tmp_path_factory, hippo_dir, acdc_dir):
     make_plan(tmp / "pool", model="tsfm_test", patch_size_vox=[16, 32, 32], batch_size=2)
     preprocess_pool(tmp / "pool", jobs=2, progress=False)
     return tmp / "pool"
+
+
+@pytest.fixture(scope="session")
+def pretrained(real_small_pool, tmp_path_factory):
+    """A tsfm_test run folder on the small real pool (hippocampus + ACDC), 3 steps, made once."""
+    from medfoundry.training.config import TrainConfig, apply_overrides
+    from medfoundry.training.fit import pretrain
+
+    run = tmp_path_factory.mktemp("pre") / "run"
+    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", *FAST_FIT])
+    pretrain(real_small_pool, run, cfg, progress=False)
+    return run

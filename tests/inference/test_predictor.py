@@ -19,8 +19,6 @@ from medfoundry.inference.sliding_window import logits_to_labels, predict_slidin
 from medfoundry.io import Volume, read_image
 from medfoundry.pool import load_pool
 from medfoundry.preprocessing import load_case
-from tests.data.test_data import real_small_pool  # noqa: F401 - shared fixture
-from tests.transfer.test_finetune import pretrained  # noqa: F401 - shared fixture
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def hippo_images(hippo_dir, tmp_path_factory):
 
 
 def test_zero_shot_pool_model_writes_global_ids_in_the_input_geometry(
-    pretrained,  # noqa: F811
+    pretrained,
     hippo_images,
     tmp_path,
 ):
@@ -52,8 +50,8 @@ def test_zero_shot_pool_model_writes_global_ids_in_the_input_geometry(
 
 
 def test_dataset_ids_classes_and_validation_agreement(
-    pretrained,  # noqa: F811
-    real_small_pool,  # noqa: F811
+    pretrained,
+    real_small_pool,
 ):
     """Predicting a pool case through files gives, on the preprocessed grid, the labels validation
     computes (hippocampus needs no resampling, so the grids coincide within the crop)."""
@@ -73,7 +71,7 @@ def test_dataset_ids_classes_and_validation_agreement(
     assert only.output_ids == [2] and only.class_names == ["hippocampus_posterior"]
 
 
-def test_mirroring_skips_the_left_right_axis_for_sided_classes(pretrained):  # noqa: F811
+def test_mirroring_skips_the_left_right_axis_for_sided_classes(pretrained):
     pred = Predictor.from_checkpoint(pretrained, "cpu", mirror=True)
     vol = Volume(np.zeros((1, 4, 4, 4), np.float32), [1, 1, 1])  # default LPS: X is left-right
     pred.class_names = ["myocardium", "left_ventricle"]
@@ -82,7 +80,7 @@ def test_mirroring_skips_the_left_right_axis_for_sided_classes(pretrained):  # n
     assert pred.mirror_axes(vol) == (0, 1, 2)
 
 
-def test_bad_inputs_are_reported_and_skipped(pretrained, hippo_images, tmp_path, capsys):  # noqa: F811
+def test_bad_inputs_are_reported_and_skipped(pretrained, hippo_images, tmp_path, capsys):
     imgs = tmp_path / "in"
     shutil.copytree(hippo_images, imgs)
     (imgs / "broken.nii.gz").write_bytes(b"not a nifti")

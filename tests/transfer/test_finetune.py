@@ -9,30 +9,9 @@ from medfoundry import MedfoundryError
 from medfoundry.models.registry import create_model
 from medfoundry.training.checkpoint import load_checkpoint
 from medfoundry.training.config import TrainConfig, apply_overrides
-from medfoundry.training.fit import pretrain
 from medfoundry.transfer.finetune import finetune
 from medfoundry.transfer.weights import channel_names, transfer_weights
-from tests.conftest import copy_hippo_cases
-from tests.data.test_data import real_small_pool  # noqa: F401 - shared fixture
-
-FAST = [
-    "epochs=1",
-    "iters_per_epoch=3",
-    "batch_size=2",
-    "patch_size=[16, 32, 32]",
-    "data.num_workers=0",
-    "data.val_max_cases=1",
-    "threads=1",
-]
-
-
-@pytest.fixture(scope="module")
-def pretrained(real_small_pool, tmp_path_factory):  # noqa: F811
-    """A tsfm_test run on the real pool (hippocampus + ACDC), a few steps."""
-    run = tmp_path_factory.mktemp("pre") / "run"
-    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", *FAST])
-    pretrain(real_small_pool, run, cfg, progress=False)
-    return run
+from tests.conftest import FAST_FIT, copy_hippo_cases
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +21,7 @@ def hippo_copy(hippo_dir, tmp_path_factory):
 
 
 def _ft(source, data, out, extra=()):
-    cfg = apply_overrides(TrainConfig(), [*FAST, *extra])
+    cfg = apply_overrides(TrainConfig(), [*FAST_FIT, *extra])
     return finetune(source, data, out, cfg, jobs=1, progress=False)
 
 
