@@ -6,12 +6,12 @@ Everything is written into one folder: ``report.html`` plus ``overlay_<case>.png
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 
 from medfoundry.io import read_image, read_label
+from medfoundry.io.atomic import atomic_path
 
 COLOURS = [(0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.2, 0.4, 1.0), (1.0, 0.8, 0.0), (0.9, 0.2, 0.9)]
 
@@ -57,10 +57,11 @@ def save_overlay(image_path, ref_path, pred_path, out_png: Path, title: str) -> 
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = out_png.with_name(f".tmp-{out_png.name}")
-    fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
+    finally:
+        plt.close(fig)
     return out_png
 
 
@@ -102,9 +103,8 @@ def write_report(out_dir: Path, title: str, sections: dict) -> Path:
     parts.append("<h2>Overlays</h2>")
     parts += [f"<p><img src='{e(p)}' alt='{e(p)}'></p>" for p in sections["overlays"]]
     path = out_dir / "report.html"
-    tmp = path.with_name(".tmp-report.html")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts))
     return path
 
 

@@ -52,6 +52,14 @@ def test_bad_input_is_one_line_error(argv, message, tmp_path, monkeypatch, capsy
     assert not (tmp_path / "x").exists()
 
 
+def test_a_system_error_is_one_line_in_the_systems_words(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")  # the output's parent is a file: the OS refuses
+    assert main(["-q", "synth", "-o", str(tmp_path / "afile" / "out"), "--cases", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medfoundry: error: [Errno 20] Not a directory") and "\n" not in err
+    assert "internal error" not in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("value", ["acdc=1,2", "acdc", "=1,2,2", "acdc=1,a,2"])
 def test_plan_target_spacing_must_be_dataset_and_three_numbers(value, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from medfoundry import MedfoundryError
-from medfoundry.training.checkpoint import load_checkpoint
+from medfoundry.training import checkpoint
+from medfoundry.training.checkpoint import load_checkpoint, save_checkpoint
 from medfoundry.training.config import TrainConfig, apply_overrides
 from medfoundry.training.fit import pretrain
 from medfoundry.training.runlog import read_metrics
@@ -193,3 +195,18 @@ def test_bad_or_missing_device_is_a_one_line_error_before_the_run_folder(
     err = capsys.readouterr().err.strip()
     assert message in err and "internal error" not in err and len(err.splitlines()) == 1
     assert not run.exists()
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_one_and_no_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def disk_full(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no .tmp-* left to fill the disk

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - never a bare traceback for users
         if args.debug or os.environ.get("MEDFOUNDRY_DEBUG"):
             raise
+        if isinstance(err, OSError):  # the system's own words: a full disk, a refused permission
+            print(f"medfoundry: error: {err}", file=sys.stderr)
+            return 1
         print(
             f"medfoundry: internal error: {type(err).__name__}: {err} (rerun with --debug for details)",
             file=sys.stderr,

@@ -20,6 +20,7 @@ import numpy as np
 from medfoundry import MedfoundryError
 from medfoundry.evaluation.metrics import all_metrics
 from medfoundry.io import read_label
+from medfoundry.io.atomic import atomic_path
 from medfoundry.io.jsonfile import write_json
 from medfoundry.parallel import map_with_progress
 
@@ -138,8 +139,7 @@ def _clean(scores: dict) -> dict:
 
 
 def write_per_case_csv(path: Path, per_case: dict[str, dict]) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case", "label", *METRICS])
         for name, scores in per_case.items():
@@ -147,4 +147,3 @@ def write_per_case_csv(path: Path, per_case: dict[str, dict]) -> None:
                 w.writerow(
                     [name, lab, *("" if math.isnan(s[m]) else f"{s[m]:.6g}" for m in METRICS)]
                 )
-    os.replace(tmp, path)

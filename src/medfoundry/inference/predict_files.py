@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from medfoundry import MedfoundryError
 from medfoundry.io import read_image, write_volume
+from medfoundry.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -72,14 +73,13 @@ def predict_paths(
             log.warning("skipped %s: %s", case, exc)
             continue
         if pred.probabilities is not None:
-            tmp = out_dir / f".tmp-{case}.npz"
-            np.savez_compressed(
-                tmp,
-                probabilities=pred.probabilities,
-                class_names=np.array(pred.class_names),
-                class_ids=np.array(pred.class_ids),
-            )
-            os.replace(tmp, out_dir / f"{case}.npz")
+            with atomic_path(out_dir / f"{case}.npz") as tmp:
+                np.savez_compressed(
+                    tmp,
+                    probabilities=pred.probabilities,
+                    class_names=np.array(pred.class_names),
+                    class_ids=np.array(pred.class_ids),
+                )
         write_volume(pred.labels, target)  # last: its presence marks the case done
         written.append(case)
     return {"written": written, "kept": kept, "failed": failed, "out_dir": str(out_dir)}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfoundry.io.atomic import atomic_path
 from medfoundry.io.readers import _RAS_TO_LPS, file_format
 from medfoundry.io.volume import Volume
 
@@ -19,20 +20,12 @@ def write_volume(vol: Volume, path: str | os.PathLike) -> Path:
     only once complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = file_format(path)
-    tmp = path.with_name(
-        f".tmp-{os.getpid()}-{path.name}"
-    )  # same suffix: the library picks the format
-    try:
+    with atomic_path(path) as tmp:  # same suffix: the library picks the format
         if fmt == "nifti":
             _write_nifti(vol, tmp)
         else:
             _write_itk(vol, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError, __version__
+from medfoundry.io.atomic import atomic_path
 from medfoundry.io.jsonfile import read_json, write_json
 from medfoundry.parallel import map_with_progress
 from medfoundry.pool.labels import LabelSpace
@@ -121,10 +122,8 @@ def build_pool(
         "skipped": [{"case": p.case, "file": p.file, "reason": p.reason} for p in problems],
     }
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".tmp-{os.getpid()}-foreground_samples.npz"
-    np.savez(tmp, **{f"{name}/{info.case}": info.fg_samples for name, info in valid})
-    os.replace(tmp, out / "foreground_samples.npz")
+    with atomic_path(out / "foreground_samples.npz") as tmp:
+        np.savez(tmp, **{f"{name}/{info.case}": info.fg_samples for name, info in valid})
     path = write_json(out / "pool.json", pool)  # last: its presence means the pool is complete
     log.info(
         "pool '%s': %d cases, %d datasets, %d classes -> %s",

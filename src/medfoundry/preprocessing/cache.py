@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError
+from medfoundry.io.atomic import atomic_path
 
 CACHE_DIR = "preprocessed"
 
@@ -83,7 +84,5 @@ def preprocessed_cases(pool_dir: str | os.PathLike) -> list[str]:
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """``np.save`` to a temporary name, then rename: a reader never sees half an array."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)

@@ -19,6 +19,7 @@ import numpy as np
 
 from medfoundry import __version__
 from medfoundry.io import read_image, read_label
+from medfoundry.io.atomic import atomic_path
 from medfoundry.io.jsonfile import write_json
 from medfoundry.parallel import map_with_progress
 from medfoundry.planning.plan import load_plan
@@ -111,7 +112,5 @@ def _save_locations(path: Path, label_zyx: np.ndarray, case_id: str) -> None:
         found[str(int(cls))] = np.stack(np.unravel_index(idx, label_zyx.shape), axis=1).astype(
             np.int32
         )
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **found)
-    os.replace(tmp, path)

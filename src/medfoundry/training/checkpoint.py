@@ -16,16 +16,15 @@ from pathlib import Path
 import torch
 
 from medfoundry import MedfoundryError, __version__
+from medfoundry.io.atomic import atomic_path
 
 CHECKPOINT_FORMAT = "medfoundry.checkpoint/1"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save({"format": CHECKPOINT_FORMAT, "medfoundry_version": __version__, **payload}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "medfoundry_version": __version__, **payload}, tmp)
     return path
 
 

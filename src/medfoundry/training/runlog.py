@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from medfoundry.io.atomic import atomic_path
+
 
 class RunLog:
     """Append metrics; only created on rank 0."""
@@ -90,8 +92,9 @@ def plot_progress(run_dir: Path) -> Path:
         axes[1].legend(loc="lower right")
     fig.tight_layout()
     out = run_dir / "progress.png"
-    tmp = run_dir / ".tmp-progress.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return out
