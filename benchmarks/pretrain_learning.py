@@ -4,7 +4,9 @@ Three runs of the same model, patch, batch, seed and step budget on the real dat
 (hippocampus + ACDC), hippocampus alone, ACDC alone. Each dataset's validation split is the same in
 all runs (splits are drawn per dataset). Validation Dice per dataset and class is printed over time;
 the last table compares pooled with single-dataset training at the end of the budget (goal: pooled not
-worse by more than 0.02 on either dataset).
+worse by more than 0.02 on either dataset), then each dataset's share of the pooled batches and the
+``--steps`` of a single-dataset run that sees as many of its batches (run it in another ``--work`` to
+separate a cost of pooling from the smaller number of batches each dataset gets in the pool).
 
 The budget is a number of steps (so a busy machine changes the wall time, not the comparison);
 ``--steps`` defaults to about 15 minutes per run on this 2-core CPU.
@@ -144,6 +146,23 @@ def main() -> None:
             p = results["pooled"]["val"][-1][f"val/{ds}/mean"]
             a = results[alone]["val"][-1][f"val/{ds}/mean"]
             print(f"| {ds} | {p:.3f} | {a:.3f} | {p - a:+.3f} |")
+        _print_shares(args)
+
+
+def _print_shares(args: argparse.Namespace) -> None:
+    """Each dataset's share of the pooled run's training batches (its train cases' summed sampling
+    probability), and the single-dataset ``--steps`` that sees as many of its batches."""
+    run = args.work / "pooled"
+    cases = json.loads((run / "pool" / "pool.json").read_text())["cases"]
+    train = set(json.loads((run / "run" / "splits.json").read_text())["train"])
+    mass: dict[str, float] = {}
+    for c in cases:
+        if c["id"] in train:
+            mass[c["dataset"]] = mass.get(c["dataset"], 0.0) + c["sampling_probability"]
+    total = sum(mass.values())
+    print("Share of the pooled training batches (1/sqrt rule), and the steps alone with as many:")
+    for ds, m in sorted(mass.items()):
+        print(f"  {ds}: {m / total:.3f} -> --steps {round(args.steps * m / total)}")
 
 
 def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
