@@ -32,9 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
-from medfoundry.io.jsonfile import write_json  # noqa: E402
+from medfoundry.data.sampler import PatchSampler  # noqa: E402
+from medfoundry.io.jsonfile import read_json, write_json  # noqa: E402
 from medfoundry.models.sizes import get_size, total_stride  # noqa: E402
 from medfoundry.planning.layout import stage_layout  # noqa: E402
+from medfoundry.pool import load_pool  # noqa: E402
 
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
@@ -150,19 +152,16 @@ def main() -> None:
 
 
 def _print_shares(args: argparse.Namespace) -> None:
-    """Each dataset's share of the pooled run's training batches (its train cases' summed sampling
-    probability), and the single-dataset ``--steps`` that sees as many of its batches."""
-    run = args.work / "pooled"
-    cases = json.loads((run / "pool" / "pool.json").read_text())["cases"]
-    train = set(json.loads((run / "run" / "splits.json").read_text())["train"])
-    mass: dict[str, float] = {}
-    for c in cases:
-        if c["id"] in train:
-            mass[c["dataset"]] = mass.get(c["dataset"], 0.0) + c["sampling_probability"]
-    total = sum(mass.values())
+    """Each dataset's share of the pooled run's training batches (the sampler training draws
+    datasets from, over the run's train split), and the single-dataset ``--steps`` that sees as many
+    of its batches."""
+    pool_dir = args.work / "pooled" / "pool"
+    train = set(read_json(args.work / "pooled" / "run" / "splits.json")["train"])
+    cases = [c for c in load_pool(pool_dir)["cases"] if c["id"] in train]
+    shares = PatchSampler(str(pool_dir), cases).dataset_probabilities
     print("Share of the pooled training batches (1/sqrt rule), and the steps alone with as many:")
-    for ds, m in sorted(mass.items()):
-        print(f"  {ds}: {m / total:.3f} -> --steps {round(args.steps * m / total)}")
+    for ds, share in shares.items():
+        print(f"  {ds}: {share:.3f} -> --steps {round(args.steps * share)}")
 
 
 def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
