@@ -77,6 +77,15 @@ def main() -> None:
         metavar="ZxYxX",
         help="network stage strides for every run instead of the planned ones, e.g. 1x1x1 2x2x2 2x2x2 1x2x2",
     )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other training config field, for every run (as pretrain --set), "
+        "e.g. deep_supervision=true",
+    )
     ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument(
         "--device", default="cpu", help="cpu (the budget this benchmark is about) or cuda"
@@ -106,6 +115,7 @@ def main() -> None:
         f"device {args.device}, {args.threads} threads, {args.workers} data workers per run"
         + (", runs in parallel" if args.parallel else "")
         + "".join(f", {s} mm" for s in args.target_spacing)
+        + "".join(f", {s}" for s in args.sets)
     )
     for run in args.runs:
         _prepare(run, args, env)
@@ -123,6 +133,7 @@ def main() -> None:
         f"optim.lr={args.lr}",
         f"optim.name={args.optim}",
         f"device={args.device}",
+        *args.sets,
     ]
     results, started = {}, {}
     try:

@@ -57,6 +57,19 @@ def test_wrong_bf16_gradients_mean_fp32(monkeypatch):
     assert verdict["reason"].startswith("bf16 gradients differ from fp32 ones by")
 
 
+def test_nan_bf16_gradients_mean_fp32(monkeypatch):
+    """A NaN error compares False with any limit: it must fail the check, not pass it."""
+    real = amp_check._step_grads
+
+    def nan_in_bf16(net, x, bf16):
+        grads = real(net, x, bf16)
+        return grads.index_fill(0, amp_check.torch.tensor([0]), float("nan")) if bf16 else grads
+
+    monkeypatch.setattr(amp_check, "_step_grads", nan_in_bf16)
+    verdict = amp_check._child({"model": TINY, "batch_size": 2, "threads": 1})
+    assert verdict == {"ok": False, "reason": "bf16 gradients are not finite (NaN or inf)"}
+
+
 def test_training_falls_back_to_fp32_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(fit, "bf16_native", lambda device: True)
     monkeypatch.setattr(fit, "cpu_bf16_training_ok", lambda *a: (False, "it hung"))

@@ -31,6 +31,8 @@ from medfoundry.models.registry import create_model_from_description
 log = logging.getLogger(__name__)
 MAX_REL_ERROR = 0.1
 """Largest relative L2 error of the bf16 gradients against fp32 ones (bf16 alone gives about 0.01)."""
+CHECK_VERSION = 2
+"""Part of the cache key: verdicts of an older check are redone (version 1 passed NaN gradients)."""
 
 
 def cpu_bf16_training_ok(model_meta: dict, batch_size: int, threads: int) -> tuple[bool, str]:
@@ -65,7 +67,7 @@ def _run_child(job: dict) -> dict:
 
 def _cache_key(job: dict) -> str:
     cpu = platform.processor() or platform.machine()
-    text = json.dumps([torch.__version__, cpu, _cpu_name(), job], sort_keys=True)
+    text = json.dumps([CHECK_VERSION, torch.__version__, cpu, _cpu_name(), job], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -113,8 +115,10 @@ def _child(job: dict) -> dict:
     faulthandler.dump_traceback_later(max(30.0, 10 * (time.perf_counter() - t0)), exit=True)
     got = _step_grads(net, x, bf16=True)
     faulthandler.cancel_dump_traceback_later()
+    if not torch.isfinite(got).all():  # seen on an AMD EPYC (AVX512-BF16, no AMX): NaN or inf
+        return {"ok": False, "reason": "bf16 gradients are not finite (NaN or inf)"}
     err = float((got - ref).norm() / ref.norm().clamp_min(1e-12))
-    if err > MAX_REL_ERROR:
+    if not err <= MAX_REL_ERROR:
         return {"ok": False, "reason": f"bf16 gradients differ from fp32 ones by {err:.0%} (L2)"}
     return {"ok": True, "reason": f"bf16 gradients within {err:.1%} of fp32 ones"}
 
