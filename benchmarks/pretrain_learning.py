@@ -16,6 +16,9 @@ Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] 
 The runs can be split over invocations (``--runs pooled acdc-only``, later ``--runs hippocampus-only``)
 with the same ``--work`` and settings: each finished run leaves ``bench.json``, and the final table
 takes the runs this invocation did not train from there when their settings match.
+``--seed N`` changes the training seed of every run but not the validation split (one ``--work`` per
+seed, to tell validation noise from a real gap); ``--set KEY=VALUE`` sets any other training config
+field in every run (e.g. ``deep_supervision=true``).
 """
 
 from __future__ import annotations
@@ -78,6 +81,13 @@ def main() -> None:
         help="network stage strides for every run instead of the planned ones, e.g. 1x1x1 2x2x2 2x2x2 1x2x2",
     )
     ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed of every run; the validation split stays seed 0's, so runs of "
+        "several seeds (each in its own --work) validate on the same cases",
+    )
+    ap.add_argument(
         "--set",
         dest="sets",
         action="append",
@@ -110,7 +120,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     every = max(1, args.steps // args.validations)
     print(
-        f"model {args.model}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, {args.optim} lr {args.lr} "
+        f"model {args.model}, seed {args.seed}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, {args.optim} lr {args.lr} "
         f"(poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
         f"device {args.device}, {args.threads} threads, {args.workers} data workers per run"
         + (", runs in parallel" if args.parallel else "")
@@ -133,6 +143,8 @@ def main() -> None:
         f"optim.lr={args.lr}",
         f"optim.name={args.optim}",
         f"device={args.device}",
+        f"seed={args.seed}",
+        "data.split_seed=0",
         *args.sets,
     ]
     results, started = {}, {}

@@ -77,6 +77,19 @@ def test_run_folder_metrics_and_checkpoint(real_small_pool, tmp_path):
         pretrain(real_small_pool, run, _cfg(), progress=False)
 
 
+def test_a_fixed_split_seed_keeps_the_validation_cases_of_another_training_seed(
+    real_small_pool, tmp_path
+):
+    def splits(name, extra):
+        one_step = ["epochs=1", "iters_per_epoch=1", "val_every=0", "data.num_workers=0"]
+        pretrain(real_small_pool, tmp_path / name, _cfg([*one_step, *extra]), progress=False)
+        return json.loads((tmp_path / name / "splits.json").read_text())
+
+    seed0 = splits("seed0", ["seed=0"])
+    assert splits("seed1", ["seed=1"])["val"] != seed0["val"]
+    assert splits("seed1_split0", ["seed=1", "data.split_seed=0"]) == seed0
+
+
 def test_sigkill_then_resume_matches_the_uninterrupted_run(real_small_pool, tmp_path):
     extra = ["epochs=3", "val_every=0", "seed=3"]
     pretrain(real_small_pool, tmp_path / "full", _cfg(extra), progress=False)

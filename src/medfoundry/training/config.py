@@ -46,6 +46,9 @@ class DataConfig:
     """Background processes making batches (0: in the training process)."""
     val_fraction: float = 0.2
     """Per dataset, this fraction of case groups is held out for validation."""
+    split_seed: int | None = None
+    """Seed of the per-dataset train/validation split (default: ``seed``). Fix it to compare training
+    seeds on the same validation cases."""
     val_max_cases: int = 20
     """Validate on at most this many held-out cases per dataset (sliding window is costly on CPU)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)

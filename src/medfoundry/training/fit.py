@@ -91,7 +91,10 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
         raise MedfoundryError(f"unknown loss '{cfg.loss}' (choose from {', '.join(LOSSES)})")
     patch = list(cfg.patch_size or plan["patch_size_vox"])
     batch_size = int(cfg.batch_size or plan["batch_size"])
-    splits = ckpt["splits"] if ckpt else split_cases(pool["cases"], cfg.data.val_fraction, cfg.seed)
+    split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    splits = (
+        ckpt["splits"] if ckpt else split_cases(pool["cases"], cfg.data.val_fraction, split_seed)
+    )
     by_id = {c["id"]: c for c in pool["cases"]}
     train_cases = [by_id[i] for i in splits["train"]]
     val_cases = _val_subset([by_id[i] for i in splits["val"]], cfg.data.val_max_cases)
