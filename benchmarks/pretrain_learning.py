@@ -35,11 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
+from medfoundry import MedfoundryError  # noqa: E402
 from medfoundry.data.sampler import PatchSampler  # noqa: E402
 from medfoundry.io.jsonfile import read_json, write_json  # noqa: E402
 from medfoundry.models.sizes import get_size, total_stride  # noqa: E402
 from medfoundry.planning.layout import stage_layout  # noqa: E402
 from medfoundry.pool import load_pool  # noqa: E402
+from medfoundry.training.config import TrainConfig, apply_overrides  # noqa: E402
 
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
@@ -119,6 +121,25 @@ def main() -> None:
     args.data = args.data.resolve()  # pool.yaml paths resolve against the pool.yaml's folder
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     every = max(1, args.steps // args.validations)
+    sets = [
+        f"epochs={args.steps // every}",
+        f"iters_per_epoch={every}",
+        f"threads={args.threads}",
+        f"data.num_workers={args.workers}",
+        f"data.val_max_cases={args.val_cases}",
+        f"optim.lr={args.lr}",
+        f"optim.name={args.optim}",
+        f"device={args.device}",
+        f"seed={args.seed}",
+        "data.split_seed=0",
+        *args.sets,
+    ]
+    try:  # a bad --set or --seed fails here, before any run folder is replaced
+        apply_overrides(TrainConfig(), sets)
+    except MedfoundryError as err:
+        ap.error(str(err))
+    if args.seed < 0:
+        ap.error(f"--seed: a seed is 0 or more, not {args.seed}")
     print(
         f"model {args.model}, seed {args.seed}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, {args.optim} lr {args.lr} "
         f"(poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
@@ -134,19 +155,6 @@ def main() -> None:
         medfoundry(
             ["preprocess", str(args.work / run / "pool"), "-j", str(max(2, args.workers))], env
         )
-    sets = [
-        f"epochs={args.steps // every}",
-        f"iters_per_epoch={every}",
-        f"threads={args.threads}",
-        f"data.num_workers={args.workers}",
-        f"data.val_max_cases={args.val_cases}",
-        f"optim.lr={args.lr}",
-        f"optim.name={args.optim}",
-        f"device={args.device}",
-        f"seed={args.seed}",
-        "data.split_seed=0",
-        *args.sets,
-    ]
     results, started = {}, {}
     try:
         for run in args.runs:

@@ -51,6 +51,7 @@ def test_a_config_saved_before_a_field_existed_keeps_its_behaviour():
         ("epochs.x=1", "is not a section"),
         ("epochs=many", "cannot use 'many'"),
         ("amp=3", "cannot use 3"),
+        ("data.split_seed=1.5", "cannot use 1.5"),
         ("epochs", "expects key=value"),
     ],
 )

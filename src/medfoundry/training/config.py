@@ -192,6 +192,8 @@ def _coerce(value, f, obj, key):
             if not isinstance(value, bool):
                 raise TypeError
             return value
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise TypeError  # int(1.5) would silently drop the fraction
         if base in (int, float, str):
             return base(value)
         if base is dict or typing.get_origin(base) is dict:

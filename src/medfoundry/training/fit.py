@@ -89,6 +89,9 @@ def _train(pool_dir, run_dir, cfg, ckpt, dist, device, progress, init_model=None
     sigmoid = cfg.loss == "partial"
     if cfg.loss not in LOSSES:
         raise MedfoundryError(f"unknown loss '{cfg.loss}' (choose from {', '.join(LOSSES)})")
+    for key, seed in (("seed", cfg.seed), ("data.split_seed", cfg.data.split_seed)):
+        if seed is not None and seed < 0:
+            raise MedfoundryError(f"config key '{key}': a seed is 0 or more, not {seed}")
     patch = list(cfg.patch_size or plan["patch_size_vox"])
     batch_size = int(cfg.batch_size or plan["batch_size"])
     split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
