@@ -16,6 +16,9 @@ Usage: ``python benchmarks/pretrain_learning.py [--steps 1200] [--model tsfm_s] 
 The runs can be split over invocations (``--runs pooled acdc-only``, later ``--runs hippocampus-only``)
 with the same ``--work`` and settings: each finished run leaves ``bench.json``, and the final table
 takes the runs this invocation did not train from there when their settings match.
+``--resume`` continues an invocation that was stopped (a time limit, a kill, a later session) in the same
+``--work`` with the same settings: finished runs are kept, interrupted ones go on from their latest
+checkpoint (``medfoundry pretrain --resume``, exact on CPU), and pools are not rebuilt.
 ``--seed N`` changes the training seed of every run but not the validation split (one ``--work`` per
 seed, to tell validation noise from a real gap); ``--set KEY=VALUE`` sets any other training config
 field in every run (e.g. ``deep_supervision=true``).
@@ -24,9 +27,11 @@ field in every run (e.g. ``deep_supervision=true``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,6 +105,12 @@ def main() -> None:
     )
     ap.add_argument("--runs", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the runs an earlier invocation with the same settings left in --work "
+        "(finished runs are kept, interrupted ones resume from their latest checkpoint)",
+    )
+    ap.add_argument(
         "--device", default="cpu", help="cpu (the budget this benchmark is about) or cuda"
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
@@ -110,6 +121,7 @@ def main() -> None:
         help="train the runs at the same time (one GPU, many cores)",
     )
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
     if args.strides and (
         args.strides[0] != [1, 1, 1]
         or any(p % t for p, t in zip(args.patch, total_stride(args.strides), strict=True))
@@ -148,8 +160,10 @@ def main() -> None:
         + "".join(f", {s} mm" for s in args.target_spacing)
         + "".join(f", {s}" for s in args.sets)
     )
-    for run in args.runs:
-        _prepare(run, args, env)
+    reuse = {run: args.resume and _prepared_before(run, args) for run in args.runs}
+    for run in args.runs:  # (all checked above, before any folder is replaced)
+        if not reuse[run]:
+            _prepare(run, args, env)
     _same_network(args)
     for run in args.runs:
         medfoundry(
@@ -158,18 +172,23 @@ def main() -> None:
     results, started = {}, {}
     try:
         for run in args.runs:
-            work = args.work / run
-            cmd = [*MF, "pretrain", str(work / "pool"), "-o", str(work / "run")]
-            cmd += ["--model", args.model, *sets_args(sets)]
-            started[run] = (time.perf_counter(), subprocess.Popen(cmd, env=env))
+            cmd = _train_command(run, args, sets)
+            # its own process group: a stop kills it with its data workers
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True) if cmd else None
+            started[run] = (time.perf_counter(), proc)
             if not args.parallel:
-                _finish(run, *started.pop(run), args, results)
+                _finish(run, *started[run], args, results)
+                del started[run]  # only once finished: the finally below stops a run still going
         while started:
             run = next(iter(started))
-            _finish(run, *started.pop(run), args, results)
+            _finish(run, *started[run], args, results)
+            del started[run]
     finally:  # a failed run ends the benchmark: stop the ones still training
         for _, proc in started.values():
-            proc.kill()
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     _earlier_runs(args, results)
     if {"pooled", "hippocampus-only", "acdc-only"} <= set(results):
         print("\nFinal validation mean Dice per dataset (same steps, batch, patch, model):")
@@ -180,6 +199,13 @@ def main() -> None:
             a = results[alone]["val"][-1][f"val/{ds}/mean"]
             print(f"| {ds} | {p:.3f} | {a:.3f} | {p - a:+.3f} |")
         _print_shares(args)
+
+
+def _stop(*_) -> None:
+    """SIGTERM (a time limit): exit through ``main``'s ``finally``, which stops the runs this
+    invocation started (``--resume`` continues them); a second SIGTERM is ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(143)
 
 
 def _print_shares(args: argparse.Namespace) -> None:
@@ -193,6 +219,41 @@ def _print_shares(args: argparse.Namespace) -> None:
     print("Share of the pooled training batches (1/sqrt rule), and the steps alone with as many:")
     for ds, share in shares.items():
         print(f"  {ds}: {share:.3f} -> --steps {round(args.steps * share)}")
+
+
+def _prepared_before(run: str, args: argparse.Namespace) -> bool:
+    """Whether ``--resume`` can reuse ``run``'s pool: planned by an earlier invocation with the same
+    settings. Other settings are an error (resuming would mix two benchmarks)."""
+    saved = args.work / run / "settings.json"
+    if not saved.is_file() or not (args.work / run / "pool" / "plan.json").is_file():
+        return False
+    earlier = read_json(saved)
+    if earlier != _settings(args):
+        diff = sorted(
+            k for k in {*earlier, *_settings(args)} if earlier.get(k) != _settings(args).get(k)
+        )
+        raise SystemExit(
+            f"--resume: {args.work / run} was started with other settings ({', '.join(diff)}); "
+            "run it without --resume to start again, or use another --work"
+        )
+    return True
+
+
+def _train_command(run: str, args: argparse.Namespace, sets: list[str]) -> list[str] | None:
+    """The ``medfoundry pretrain`` command for ``run``: none when ``--resume`` finds it finished,
+    ``--resume RUN_DIR`` when it has a checkpoint, else a new run (a run stopped before its first
+    checkpoint starts again)."""
+    run_dir = args.work / run / "run"
+    if args.resume and (run_dir / "checkpoints" / "final.pt").is_file():
+        print(f"{run}: finished by an earlier invocation, kept")
+        return None
+    if args.resume and (run_dir / "checkpoints" / "latest.pt").is_file():
+        print(f"{run}: resuming from its latest checkpoint")
+        return [*MF, "pretrain", "--resume", str(run_dir)]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [*MF, "pretrain", str(args.work / run / "pool"), "-o", str(run_dir)]
+    return cmd + ["--model", args.model, *sets_args(sets)]
 
 
 def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
@@ -211,6 +272,7 @@ def _prepare(run: str, args: argparse.Namespace, env: dict) -> None:
     spacings = [s for s in args.target_spacing if s.split("=")[0] in POOLS[run]]
     plan += [arg for s in spacings for arg in ("--target-spacing", s)]
     medfoundry([*plan, "--batch-size", str(args.batch_size)], env)
+    write_json(work / "settings.json", _settings(args))  # what --resume checks
 
 
 def _same_network(args: argparse.Namespace) -> None:
@@ -254,7 +316,7 @@ def _stride(text: str) -> list[int]:
 
 def _settings(args: argparse.Namespace) -> dict:
     """The settings that make runs comparable (all but which runs, where, and in parallel or not)."""
-    skip = ("runs", "work", "parallel")
+    skip = ("runs", "work", "parallel", "resume")
     return {k: str(v) for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -270,9 +332,10 @@ def _earlier_runs(args: argparse.Namespace, results: dict) -> None:
             print(f"{run}: figures of an earlier invocation with the same settings ({saved})")
 
 
-def _finish(run: str, t: float, proc: subprocess.Popen, args, results: dict) -> None:
-    """Wait for a run, then print its validation Dice over time."""
-    if proc.wait():
+def _finish(run: str, t: float, proc: subprocess.Popen | None, args, results: dict) -> None:
+    """Wait for a run (none: finished earlier), then print its validation Dice over time. The wall
+    time is this invocation's; the training-step time covers every step of the run."""
+    if proc is not None and proc.wait():
         raise SystemExit(f"{run}: pretrain failed with exit code {proc.returncode}")
     wall = time.perf_counter() - t
     metrics = args.work / run / "run" / "metrics.jsonl"
