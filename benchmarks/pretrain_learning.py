@@ -152,6 +152,8 @@ def main() -> None:
         ap.error(str(err))
     if args.seed < 0:
         ap.error(f"--seed: a seed is 0 or more, not {args.seed}")
+    if args.work.exists() and not args.work.is_dir():
+        ap.error(f"--work: {args.work} is a file, not a folder")
     print(
         f"model {args.model}, seed {args.seed}, patch {args.patch}, batch {args.batch_size}, {args.steps} steps, {args.optim} lr {args.lr} "
         f"(poly decay), validation every {every} steps on <= {args.val_cases} held-out cases per dataset, "
@@ -173,6 +175,8 @@ def main() -> None:
     try:
         for run in args.runs:
             cmd = _train_command(run, args, sets)
+            if cmd is None and (args.work / run / "bench.json").is_file():
+                continue  # finished earlier: _earlier_runs below reports it with its own times
             # its own process group: a stop kills it with its data workers
             proc = subprocess.Popen(cmd, env=env, start_new_session=True) if cmd else None
             started[run] = (time.perf_counter(), proc)
@@ -227,11 +231,9 @@ def _prepared_before(run: str, args: argparse.Namespace) -> bool:
     saved = args.work / run / "settings.json"
     if not saved.is_file() or not (args.work / run / "pool" / "plan.json").is_file():
         return False
-    earlier = read_json(saved)
-    if earlier != _settings(args):
-        diff = sorted(
-            k for k in {*earlier, *_settings(args)} if earlier.get(k) != _settings(args).get(k)
-        )
+    earlier, now = read_json(saved), _settings(args)
+    if earlier != now:
+        diff = sorted(k for k in {*earlier, *now} if earlier.get(k) != now.get(k))
         raise SystemExit(
             f"--resume: {args.work / run} was started with other settings ({', '.join(diff)}); "
             "run it without --resume to start again, or use another --work"
@@ -354,4 +356,7 @@ def _finish(run: str, t: float, proc: subprocess.Popen | None, args, results: di
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MedfoundryError as err:  # e.g. an unreadable settings.json or bench.json in --work
+        raise SystemExit(f"pretrain_learning: error: {err}") from None
