@@ -158,7 +158,8 @@ def time_pretrain(
     sets = [
         "epochs=1",
         f"iters_per_epoch={steps}",
-        "val_every=0",
+        "validation.every=0",
+        "validation.final=false",
         f"threads={threads}",
         f"data.num_workers={workers}",
         f"ckpt_every_steps={steps}",

@@ -28,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, ensure_nnunet, make_inputs, run_in_own_session, run_measured  # noqa: E402
 
+from medfoundry.runs.checkpoint import find_checkpoint  # noqa: E402
+
 PATCH = [40, 56, 40]
 NNUNET_LIKE = "{base_features: 32, max_features: 256, blocks_per_stage: [1, 1, 1, 1], decoder_blocks: 1, transformer_depth: 0}"
 SAVE_NNUNET = """
@@ -141,7 +143,7 @@ def main() -> None:
 def _medfoundry_checkpoint(raw: Path, work: Path, env: dict) -> Path:
     """A one-step run of the nnU-Net-like TSFM-CNN on the hippocampus pool (weights do not matter)."""
     run = work / "mf_run"
-    if (run / "checkpoints" / "final.pt").is_file():
+    if find_checkpoint(run, "final"):
         return run
     shutil.rmtree(run, ignore_errors=True)
     pool = work / "mf_pool"
@@ -158,7 +160,8 @@ def _medfoundry_checkpoint(raw: Path, work: Path, env: dict) -> Path:
     sets = [
         "epochs=1",
         "iters_per_epoch=1",
-        "val_every=0",
+        "validation.every=0",
+        "validation.final=false",
         "loss=softmax",
         "deep_supervision=true",
         f"model_overrides={NNUNET_LIKE}",

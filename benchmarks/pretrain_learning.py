@@ -42,11 +42,12 @@ from _common import MF, REPO, medfoundry, sets_args  # noqa: E402
 
 from medfoundry import MedfoundryError  # noqa: E402
 from medfoundry.data.sampler import PatchSampler  # noqa: E402
-from medfoundry.io.jsonfile import read_json, write_json  # noqa: E402
 from medfoundry.models.sizes import get_size, total_stride  # noqa: E402
 from medfoundry.planning.layout import stage_layout  # noqa: E402
 from medfoundry.pool import load_pool  # noqa: E402
+from medfoundry.runs.checkpoint import find_checkpoint  # noqa: E402
 from medfoundry.training.config import TrainConfig, apply_overrides  # noqa: E402
+from medfoundry.utils.jsonfile import read_json, write_json  # noqa: E402
 
 POOLS = {
     "pooled": ["hippocampus", "acdc"],
@@ -138,7 +139,9 @@ def main() -> None:
         f"iters_per_epoch={every}",
         f"threads={args.threads}",
         f"data.num_workers={args.workers}",
-        f"data.val_max_cases={args.val_cases}",
+        f"validation.max_cases={args.val_cases}",
+        "validation.mode=full",  # Dice over time on whole volumes, as this benchmark reports
+        "validation.final=false",
         f"optim.lr={args.lr}",
         f"optim.name={args.optim}",
         f"device={args.device}",
@@ -246,10 +249,10 @@ def _train_command(run: str, args: argparse.Namespace, sets: list[str]) -> list[
     ``--resume RUN_DIR`` when it has a checkpoint, else a new run (a run stopped before its first
     checkpoint starts again)."""
     run_dir = args.work / run / "run"
-    if args.resume and (run_dir / "checkpoints" / "final.pt").is_file():
+    if args.resume and find_checkpoint(run_dir, "final"):
         print(f"{run}: finished by an earlier invocation, kept")
         return None
-    if args.resume and (run_dir / "checkpoints" / "latest.pt").is_file():
+    if args.resume and find_checkpoint(run_dir, "latest"):
         print(f"{run}: resuming from its latest checkpoint")
         return [*MF, "pretrain", "--resume", str(run_dir)]
     if run_dir.exists():

@@ -23,7 +23,7 @@ FAST_FIT = [  # a few CPU steps of training: enough to exercise a run folder end
     "batch_size=2",
     "patch_size=[16, 32, 32]",
     "data.num_workers=0",
-    "data.val_max_cases=1",
+    "validation.max_cases=1",
     "threads=1",
 ]
 

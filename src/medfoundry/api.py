@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 from medfoundry import MedfoundryError
 from medfoundry.evaluation.evaluate import evaluate_folders
 from medfoundry.io import read_image, read_label, read_volume, write_volume
-from medfoundry.pipeline import run_pipeline
 from medfoundry.planning import load_plan, make_plan
 from medfoundry.pool import build_pool, load_pool
 from medfoundry.preprocessing import invert_label, load_case, preprocess_pool
 from medfoundry.synth import write_synthetic_datasets
+from medfoundry.workflows.main_job import run_pipeline
 
 if TYPE_CHECKING:  # torch-backed names, imported on first use (see __getattr__)
     from medfoundry.inference.predict_files import predict_paths

@@ -19,6 +19,7 @@ COMMANDS = [
     ["preprocess"],
     ["run"],
     ["models"],
+    ["models", "save"],
     ["pretrain"],
     ["finetune"],
     ["predict"],
@@ -102,6 +103,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
     work = tmp_path / "w"
     cmd = [
@@ -123,7 +125,9 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
     init = json.loads((work / "finetune" / "init.json").read_text())
     assert init["head"]["kept"] == ["liver", "kidney"] and init["head"]["new"] == ["gallbladder"]
     summary = json.loads((work / "summary.json").read_text())
-    assert len(summary["transfer"]) == 2 and set(summary["evaluation_mean"]) == {"1", "2", "3"}
+    # Two epochs (patch validation), then the final weights on whole volumes.
+    assert [r["epoch"] for r in summary["transfer"]] == [1, 2, "final"]
+    assert set(summary["evaluation_mean"]) == {"1", "2", "3"}
     html = (work / "report" / "report.html").read_text()
     assert "Transfer" in html and "overlay_" in html
     assert list((work / "report").glob("overlay_*.png"))
@@ -133,8 +137,8 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
     cached = (work / "pool" / "preprocessed").rglob("*")
     done = [
         *[p for p in cached if p.is_file() and p.suffix != ".json"],
-        work / "pretrain" / "checkpoints" / "final.pt",
-        work / "finetune" / "checkpoints" / "final.pt",
+        work / "pretrain" / "checkpoints" / "final.safetensors",
+        work / "finetune" / "checkpoints" / "final.safetensors",
     ]
     assert len(done) > 2
     mtimes = [p.stat().st_mtime_ns for p in done]
@@ -144,6 +148,7 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
     assert [p.stat().st_mtime_ns for p in done] == mtimes
 
 
+@pytest.mark.slow
 def test_main_job_on_real_data(data_dir, tmp_path):
     out = subprocess.run(
         [

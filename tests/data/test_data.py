@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medfoundry.data.augment import (
-    AugmentConfig,
-    apply_params,
-    is_flat,
-    sample_params,
-    spatial_region,
-)
+from medfoundry.data.augment import apply_params
+from medfoundry.data.augment_config import AugmentConfig, is_flat, sample_params, spatial_region
 from medfoundry.data.loader import BatchSpec, batch_loader, make_batch
 from medfoundry.data.sampler import PatchSampler, crop_padded
 from medfoundry.data.split import split_cases
@@ -176,3 +171,46 @@ def test_split_keeps_patient_frames_together():
     )
     assert sum(c.startswith("hip") for c in s["val"]) == 2
     assert split_cases(cases, 0.2, seed=0) == s and split_cases(cases, 0.2, seed=1) != s
+
+
+@pytest.mark.parametrize(
+    "params, region, out",
+    [
+        ({"rotation_rad": [0.4, -0.3, 0.2], "scale": 1.2}, (24, 40, 36), (16, 24, 20)),
+        (
+            {"rotation_rad": [1.1, 0.0, 0.0], "in_plane": True, "scale": 0.8},
+            (6, 40, 48),
+            (6, 24, 32),
+        ),
+        ({"scale": 1.35}, (20, 30, 26), (14, 20, 18)),
+    ],
+)
+def test_the_spatial_transform_is_the_voxelwise_mapping(params, region, out):
+    """grid_sample in normalised coordinates against the obvious path: for each output voxel, its
+    offset from the patch centre (x, y, z) is scaled (not along Z in-plane), rotated, and sampled
+    at that offset from the region centre, linearly (image) or at the nearest voxel (label)."""
+    from scipy import ndimage
+
+    from medfoundry.data.augment import _rot, _spatial
+
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.normal(size=(1, *region)).astype(np.float32))
+    label = torch.from_numpy(rng.integers(0, 4, size=region))
+    img, lab = _spatial(params, image, label, out)
+    rz, ry, rx = params.get("rotation_rad", [0.0, 0.0, 0.0])
+    rot = (_rot(rx, 0) @ _rot(ry, 1) @ _rot(rz, 2)).numpy()
+    scale = np.full(3, params.get("scale", 1.0))
+    if params.get("in_plane"):
+        scale[2] = 1.0  # (x, y, z): Z keeps its size
+    zyx = np.stack(np.meshgrid(*[np.arange(n) for n in out], indexing="ij"), -1).reshape(-1, 3)
+    offset_xyz = (zyx - (np.array(out) - 1) / 2)[:, ::-1]
+    source_xyz = (offset_xyz / scale) @ rot.T
+    coords = (source_xyz[:, ::-1] + (np.array(region) - 1) / 2).T  # (3, N) in Z, Y, X
+    slow = ndimage.map_coordinates(image[0].numpy(), coords, order=1, mode="grid-constant").reshape(
+        out
+    )
+    np.testing.assert_allclose(img[0].numpy(), slow, atol=1e-4)
+    nearest = ndimage.map_coordinates(label.numpy(), coords, order=0, mode="grid-constant").reshape(
+        out
+    )
+    assert np.mean(lab.numpy() == nearest) > 0.995  # rounding of exact half-way points may differ

@@ -15,7 +15,7 @@ from medfoundry.cli.main import main
 from medfoundry.evaluation.evaluate import evaluate_folders
 from medfoundry.inference.predict_files import group_inputs, predict_paths
 from medfoundry.inference.predictor import Predictor
-from medfoundry.inference.sliding_window import logits_to_labels, predict_sliding_window
+from medfoundry.inference.sliding_window import predict_sliding_window
 from medfoundry.io import Volume, read_image
 from medfoundry.pool import load_pool
 from medfoundry.preprocessing import load_case
@@ -54,7 +54,8 @@ def test_dataset_ids_classes_and_validation_agreement(
     real_small_pool,
 ):
     """Predicting a pool case through files gives, on the preprocessed grid, the labels validation
-    computes (hippocampus needs no resampling, so the grids coincide within the crop)."""
+    computes with the same decision rule (hippocampus needs no resampling, so the grids coincide
+    within the crop)."""
     pool = load_pool(real_small_pool)
     case = next(c for c in pool["cases"] if c["dataset"] == "hippocampus")
     pred = Predictor.from_checkpoint(pretrained, "cpu", dataset="hippocampus", amp=False)
@@ -63,7 +64,7 @@ def test_dataset_ids_classes_and_validation_agreement(
     logits = predict_sliding_window(
         pred.model, torch.from_numpy(np.array(image)), pred.patch, amp=False
     )
-    expected = logits_to_labels(logits, case["valid_labels"], sigmoid=True)
+    expected = pred.task.decode_ids(logits, case["valid_labels"])  # what validation calls
     got = pred.predict(read_image(case["images"])).labels.array[0]
     (z0, z1), (y0, y1), (x0, x1) = props["nonzero_bbox"]
     assert np.array_equal(got[z0:z1, y0:y1, x0:x1], expected)

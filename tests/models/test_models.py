@@ -8,8 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry.models.blocks import Upsample
-from medfoundry.models.registry import count_parameters, create_model, list_models
+from medfoundry.models.registry import (
+    count_parameters,
+    create_model,
+    create_model_from_description,
+    list_models,
+)
 from medfoundry.models.transformer import interpolate_pos_embed
+from medfoundry.models.tsfm import PARAMETER_GROUPS
 
 SMALL = ["tsfm_test", "tsfm_test_cnn"]
 PATCH = (16, 32, 32)
@@ -105,3 +111,32 @@ def test_upsample_conv_first_equals_interpolate_first():
         up.proj.bias,
     )
     torch.testing.assert_close(up(x, size), slow, atol=1e-5, rtol=1e-5)
+
+
+def test_the_model_declares_its_parameter_groups_and_shard_units():
+    model = create_model("tsfm_test", 1, 3, patch_size=PATCH, deep_supervision=True)
+    groups = model.parameter_groups()
+    assert tuple(groups) == PARAMETER_GROUPS
+    names = [n for params in groups.values() for n, _ in params]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())  # each exactly once
+    prefixes = {"stem": "stem.", "encoder": "encoder.", "bottleneck": "bottleneck."}
+    prefixes |= {"decoder": ("up.", "decoder."), "heads": "heads."}
+    assert all(n.startswith(prefixes[g]) for g, ps in groups.items() for n, _ in ps)
+    size = model.size  # FSDP units: every residual block and Transformer layer
+    expected = sum(size.blocks_per_stage) + 3 * size.decoder_blocks + size.transformer_depth
+    assert len(model.shard_units()) == expected == 9
+
+
+def test_a_built_network_describes_itself():
+    torch.manual_seed(0)
+    model = create_model("tsfm_test", 2, 3, PATCH, deep_supervision=True, base_features=4)
+    assert model.description["head"] == {
+        "kind": "segmentation",
+        "num_outputs": 3,
+        "deep_supervision": True,
+    }
+    torch.manual_seed(0)
+    again = create_model_from_description(model.description)
+    assert again.description == model.description
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), again.named_parameters(), strict=True):
+        assert n1 == n2 and torch.equal(p1, p2)

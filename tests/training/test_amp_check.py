@@ -8,17 +8,17 @@ import subprocess
 
 import pytest
 
-from medfoundry.training import amp_check, fit
+from medfoundry.training import amp_check
+from medfoundry.training import setup as fit
 from medfoundry.training.config import TrainConfig
 
 TINY = {
     "name": "tsfm_test",
     "overrides": {},
     "in_channels": 1,
-    "num_classes": 3,
     "patch_size": [8, 16, 16],
     "strides": [[1, 1, 1], [1, 2, 2]],
-    "deep_supervision": False,
+    "head": {"kind": "segmentation", "num_outputs": 3, "deep_supervision": False},
 }
 
 

@@ -65,3 +65,71 @@ def test_bundled_preset_loads():
     assert cfg.patch_size == [32, 64, 64] and cfg.data.num_workers == 1 and cfg.optim.lr == 0.01
     with pytest.raises(MedfoundryError, match="not found"):
         load_preset("no_such_preset")
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("loss=dice", "config key 'loss': 'dice' is not one of: partial, softmax"),
+        ("freeze=decoder", "is not one of: none, encoder, all-but-bottleneck, head-only"),
+        ("optim.name=rmsprop", "config key 'optim.name': 'rmsprop' is not one of: sgd, adamw"),
+        ("validation.mode=sometimes", "is not one of: patch, full"),
+        ("task=detection", "config key 'task': 'detection' is not one of: segmentation"),
+    ],
+)
+def test_choices_are_checked_once_when_set(item, message):
+    with pytest.raises(MedfoundryError, match=message):
+        apply_overrides(TrainConfig(), [item])
+
+
+def test_a_config_of_an_older_version_keeps_its_meaning():
+    """Configs saved before validation had a section: their keys move there, and their runs keep
+    validating whole volumes during training with no extra validation at the end."""
+    old = to_dict(TrainConfig())
+    del old["validation"]
+    old["val_every"], old["data"]["val_max_cases"] = 3, 7
+    cfg = from_dict(old)
+    assert (cfg.validation.every, cfg.validation.max_cases) == (3, 7)
+    assert cfg.validation.mode == "full" and cfg.validation.final is False
+    assert from_dict(to_dict(TrainConfig())).validation == TrainConfig().validation
+
+
+def test_an_older_key_on_the_command_line_still_works_with_a_warning(caplog):
+    cfg = apply_overrides(TrainConfig(), ["val_every=0", "data.val_max_cases=2"])
+    assert cfg.validation.every == 0 and cfg.validation.max_cases == 2
+    assert "config key 'val_every' is now 'validation.every'" in caplog.text
+
+
+def test_value_checks_fail_before_a_run(tmp_path):
+    from medfoundry.training.config import check_config
+
+    for item, message in [
+        ("epochs=0", "'epochs': must be at least 1, not 0"),
+        ("seed=-1", "'seed': a seed is 0 or more, not -1"),
+        ("validation.patches=-2", "'validation.patches': must be 0 or more"),
+        ("batch_size=0", "'batch_size': must be at least 1"),
+    ]:
+        with pytest.raises(MedfoundryError, match=message):
+            check_config(apply_overrides(TrainConfig(), [item]))
+
+
+def test_workflow_configs_embed_the_training_config(tmp_path):
+    from medfoundry.workflows.main_job import PipelineConfig
+    from medfoundry.workflows.transfer_benchmark import load_bench_config
+
+    bench = load_bench_config("transfer_real")
+    assert bench.train.model == "tsfm_s" and bench.train.optim.lr == 0.01
+    assert bench.train.batch_size == 4 and bench.train.validation.max_cases == 20
+    run = bench.run_config(5, [16, 80, 80], 5)
+    assert (run.epochs, run.patch_size, run.validation.every) == (5, [16, 80, 80], 5)
+    assert bench.train.epochs != 5 and run.optim is not bench.train.optim  # a copy
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {optim: {lrr: 1}}\n")
+    with pytest.raises(MedfoundryError, match="unknown config key 'train.optim.lrr'"):
+        load_bench_config(str(bad))
+    bad.write_text("directions: [{name: x, pool: [a]}]\n")
+    with pytest.raises(MedfoundryError, match="each direction needs name, pool and target"):
+        load_bench_config(str(bad))
+    main = PipelineConfig(pretrain_steps=40)
+    pre = main.run_config(4, 10)
+    assert (pre.epochs, pre.iters_per_epoch, pre.batch_size, pre.optim.lr) == (4, 10, 2, 0.01)

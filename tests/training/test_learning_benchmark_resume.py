@@ -59,18 +59,21 @@ def _train_steps(run: Path) -> list[int]:
     return [r["step"] for r in rows if r["kind"] == "train"]
 
 
+@pytest.mark.slow
 def test_a_stopped_learning_benchmark_resumes_from_its_checkpoints(data_dir, tmp_path):
     work = tmp_path / "bench"
     run = work / "hippocampus-only" / "run"
     ckpts = run / "checkpoints"
     proc = subprocess.Popen(_bench(data_dir, work), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not (ckpts / "latest.pt").is_file() and proc.poll() is None:
+    while not (ckpts / "latest.safetensors").is_file() and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)  # what `timeout` sends
     assert proc.wait(60) == 143
-    assert not (ckpts / "final.pt").exists(), "the run ended before the stop: test not valid"
+    assert not (ckpts / "final.safetensors").exists(), (
+        "the run ended before the stop: test not valid"
+    )
     left = [
         q.pid
         for q in psutil.process_iter(["cmdline"])
@@ -92,13 +95,13 @@ def test_a_stopped_learning_benchmark_resumes_from_its_checkpoints(data_dir, tmp
     bench = json.loads((work / "hippocampus-only" / "bench.json").read_text())
     assert bench["val"][-1]["step"] == STEPS
 
-    final_mtime = (ckpts / "final.pt").stat().st_mtime_ns
+    final_mtime = (ckpts / "final.safetensors").stat().st_mtime_ns
     again = subprocess.run(
         _bench(data_dir, work, "--resume"), capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "finished by an earlier invocation, kept" in again.stdout
-    assert (ckpts / "final.pt").stat().st_mtime_ns == final_mtime
+    assert (ckpts / "final.safetensors").stat().st_mtime_ns == final_mtime
 
     other = subprocess.run(
         _bench(data_dir, work, "--resume", "--seed", "1"),
@@ -108,4 +111,4 @@ def test_a_stopped_learning_benchmark_resumes_from_its_checkpoints(data_dir, tmp
     )
     assert other.returncode == 1
     assert "was started with other settings (seed)" in other.stderr
-    assert (ckpts / "final.pt").stat().st_mtime_ns == final_mtime
+    assert (ckpts / "final.safetensors").stat().st_mtime_ns == final_mtime

@@ -1,5 +1,6 @@
 """Pretraining on the real pool: run folder, self-describing checkpoints, exact resume after SIGKILL,
-and DDP with two CPU processes ending with identical weights."""
+continuing a finished run, k steps in memory, and DDP/FSDP with two CPU processes (the API and the
+user's torchrun command with default settings)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from medfoundry import MedfoundryError
-from medfoundry.training import checkpoint
-from medfoundry.training.checkpoint import load_checkpoint, save_checkpoint
+from medfoundry.cli.main import main
+from medfoundry.runs.checkpoint import load_checkpoint, save_checkpoint
+from medfoundry.runs.metrics import read_metrics
 from medfoundry.training.config import TrainConfig, apply_overrides
 from medfoundry.training.fit import pretrain
-from medfoundry.training.runlog import read_metrics
 
 FAST = [
     "model=tsfm_test",
@@ -47,32 +48,53 @@ def test_run_folder_metrics_and_checkpoint(real_small_pool, tmp_path):
         "splits.json",
         "metrics.jsonl",
         "progress.png",
-        "checkpoints/latest.pt",
-        "checkpoints/best.pt",
-        "checkpoints/final.pt",
+        "checkpoints/latest.safetensors",
+        "checkpoints/best.safetensors",
+        "checkpoints/final.safetensors",
     ):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").iterdir())
     rows = read_metrics(run)
     train = [r for r in rows if r["kind"] == "train"]
     val = [r for r in rows if r["kind"] == "val"]
-    assert [r["step"] for r in train] == list(range(1, 9)) and len(val) == 2
+    assert [r["step"] for r in train] == list(range(1, 9))
+    # Patches after each epoch, then the final weights on whole volumes.
+    assert [(r["mode"], r["step"]) for r in val] == [("patch", 4), ("patch", 8), ("full", 8)]
     assert {"loss", "lr", "step_time_s", "data_wait_frac"} <= set(train[0])
-    assert {
-        "val/hippocampus/hippocampus_anterior",
-        "val/acdc/myocardium",
-        "val/acdc/mean",
-        "val/mean",
-    } <= set(val[0])
-    ckpt = load_checkpoint(run / "checkpoints" / "final.pt")
-    assert (
-        ckpt["step"] == 8
-        and ckpt["model"]["name"] == "tsfm_test"
-        and ckpt["model"]["activation"] == "sigmoid"
-    )
-    assert ckpt["labels"]["myocardium"] == 4 and ckpt["plan"]["format"] == "medfoundry.plan/1"
-    assert {"optimizer", "scheduler", "rng", "config", "splits", "medfoundry_version"} <= set(ckpt)
+    for r in val:
+        assert {
+            "val/hippocampus/hippocampus_anterior",
+            "val/acdc/myocardium",
+            "val/acdc/mean",
+            "val/mean",
+        } <= set(r)
+    ckpt = load_checkpoint(run / "checkpoints" / "final.safetensors", training=True)
+    meta = ckpt.meta
+    assert meta["state"]["step"] == 8 and meta["model"]["name"] == "tsfm_test"
+    assert meta["task"] == {
+        "name": "segmentation",
+        "outputs": {
+            "activation": "sigmoid",
+            "channels": [
+                "hippocampus_anterior",
+                "hippocampus_posterior",
+                "right_ventricle",
+                "myocardium",
+                "left_ventricle",
+            ],
+        },
+    }
+    assert meta["labels"]["myocardium"] == 4 and meta["plan"]["format"] == "medfoundry.plan/1"
+    assert {"config", "medfoundry_version", "datasets"} <= set(meta)
+    assert {"splits", "pool_dir", "init", "trainable_parameters"} <= set(meta["run"])
+    assert ckpt.optimizer["state"] and ckpt.rng is not None and ckpt.weights
     assert out["step"] == 8 and 0 <= out["data_wait_frac_mean"] < 1
+    assert out["best_val_mean"] == max(r["val/mean"] for r in val if r["mode"] == "patch")
+    assert out["final_val_mean"] == val[-1]["val/mean"]
+    # One writer: final and latest are one file written once (hard links), best is its own save.
+    ck = run / "checkpoints"
+    assert (ck / "final.safetensors").stat().st_ino == (ck / "latest.safetensors").stat().st_ino
+    assert not list(ck.glob(".tmp-*"))
     with pytest.raises(MedfoundryError, match="not empty"):
         pretrain(real_small_pool, run, _cfg(), progress=False)
 
@@ -81,7 +103,8 @@ def test_a_fixed_split_seed_keeps_the_validation_cases_of_another_training_seed(
     real_small_pool, tmp_path
 ):
     def splits(name, extra):
-        one_step = ["epochs=1", "iters_per_epoch=1", "val_every=0", "data.num_workers=0"]
+        one_step = ["epochs=1", "iters_per_epoch=1", "validation.every=0", "validation.final=false"]
+        one_step += ["data.num_workers=0"]
         pretrain(real_small_pool, tmp_path / name, _cfg([*one_step, *extra]), progress=False)
         return json.loads((tmp_path / name / "splits.json").read_text())
 
@@ -129,6 +152,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(real_small_pool, tmp_
     )  # the stated tolerance
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_cpu_processes_end_with_identical_weights(real_small_pool, tmp_path, fsdp):
     script = tmp_path / "ddp.py"
@@ -165,8 +189,31 @@ def test_two_cpu_processes_end_with_identical_weights(real_small_pool, tmp_path,
     assert r0["loss"] != r1["loss"]  # each rank trained on its own batches
     import torch
 
-    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt")
-    assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.safetensors")
+    assert ckpt.meta["state"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt.weights.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_the_readme_torchrun_command_with_default_settings(real_small_pool, tmp_path, fsdp):
+    """The user's path: the CLI under torchrun, default workers (2) and validation (patches after
+    the epoch, whole volumes at the end). Rank 0 used to wait at a barrier rank 1 never reached."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", str(29587 + fsdp), "-m", "medfoundry.cli.main", "-q", "pretrain"]
+    cmd += [str(real_small_pool), "-o", str(run), "--epochs", "1", "--iters-per-epoch", "4"]
+    cmd += ["--batch-size", "2", "--model", "tsfm_test", "--set", f"fsdp={str(fsdp).lower()}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step 4: loss" in done.stdout and "final (whole volumes)" in done.stdout
+    val = [r for r in read_metrics(run) if r["kind"] == "val"]
+    assert [(r["mode"], r["step"]) for r in val] == [("patch", 4), ("full", 4)]
+    assert all(0 <= r["val/mean"] <= 1 for r in val)
+    for name in ("latest", "best", "final"):
+        assert (
+            load_checkpoint(run / "checkpoints" / f"{name}.safetensors").meta["state"]["step"] == 4
+        )
 
 
 def test_cuda_device_without_index_gets_the_current_one(monkeypatch):
@@ -213,16 +260,51 @@ def test_bad_or_missing_device_is_a_one_line_error_before_the_run_folder(
     assert not run.exists()
 
 
-def test_a_failed_checkpoint_write_keeps_the_old_one_and_no_partial_file(tmp_path, monkeypatch):
-    path = tmp_path / "latest.pt"
-    save_checkpoint(path, {"step": 1})
+def test_a_failed_checkpoint_write_keeps_the_old_one_and_no_partial_file(
+    pretrained, tmp_path, monkeypatch
+):
+    import safetensors.torch
 
-    def disk_full(obj, f):
+    ckpt = load_checkpoint(pretrained / "checkpoints" / "final.safetensors", training=True)
+    path = tmp_path / "latest.safetensors"
+    save_checkpoint(path, ckpt.meta, ckpt.weights, ckpt.optimizer, ckpt.rng)
+
+    def disk_full(tensors, f, metadata=None):
         Path(f).write_bytes(b"half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    meta = {**ckpt.meta, "state": {**ckpt.meta["state"], "step": 99}}
     with pytest.raises(OSError, match="No space left"):
-        save_checkpoint(path, {"step": 2})
-    assert load_checkpoint(path)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no .tmp-* left to fill the disk
+        save_checkpoint(path, meta, ckpt.weights, ckpt.optimizer, ckpt.rng)
+    assert load_checkpoint(path).meta["state"]["step"] == ckpt.meta["state"]["step"]
+    # no .tmp-* left to fill the disk
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.safetensors"]
+
+
+def test_a_finished_run_continues_to_more_epochs(real_small_pool, tmp_path, capsys):
+    """nnU-Net's ``--c``: ``pretrain --resume RUN --epochs N`` on a finished run (it used to end in
+    ``internal error: KeyError: 'step'``) continues to the new length, with the learning rate of the
+    new length's schedule; a shorter length is a one-line error."""
+    run = tmp_path / "run"
+    extra = ["validation.every=0", "validation.final=false", "ckpt_every_steps=50"]
+    pretrain(real_small_pool, run, _cfg(extra), progress=False)  # 2 epochs of 4 steps
+    assert main(["-q", "pretrain", "--resume", str(run)]) == 0  # finished: nothing to do
+    assert capsys.readouterr().out.startswith("step 8: loss ")
+    assert main(["-q", "pretrain", "--resume", str(run), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "medfoundry: error: the run has trained 8 steps (2 epochs of 4); --epochs 1 would end "
+        "before that"
+    )
+    assert main(["-q", "pretrain", "--resume", str(run), "--epochs", "3"]) == 0
+    assert capsys.readouterr().out.startswith("step 12: loss ")
+    train = [r for r in read_metrics(run) if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 13))
+    lr0 = _cfg().optim.lr
+    assert train[7]["lr"] == 0.0  # the end of the 8-step schedule
+    assert train[8]["lr"] == pytest.approx(lr0 * (1 - 9 / 12) ** 0.9)  # the 12-step one
+    final = load_checkpoint(run / "checkpoints" / "final.safetensors")
+    assert final.meta["state"]["step"] == 12 and final.meta["config"]["epochs"] == 3
+    assert main(["-q", "pretrain", "--resume", str(run), "--set", "seed=1"]) == 2
+    assert "only --epochs may change" in capsys.readouterr().err

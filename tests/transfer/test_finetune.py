@@ -7,10 +7,11 @@ import torch
 
 from medfoundry import MedfoundryError
 from medfoundry.models.registry import create_model
-from medfoundry.training.checkpoint import load_checkpoint
+from medfoundry.runs.checkpoint import load_checkpoint
+from medfoundry.tasks import channel_names
 from medfoundry.training.config import TrainConfig, apply_overrides
 from medfoundry.transfer.finetune import finetune
-from medfoundry.transfer.weights import channel_names, transfer_weights
+from medfoundry.transfer.weights import transfer_weights
 from tests.conftest import FAST_FIT, copy_hippo_cases
 
 
@@ -29,17 +30,14 @@ def test_new_labels_get_a_new_head_and_the_body_is_loaded(pretrained, hippo_copy
     out = _ft(pretrained, hippo_copy, tmp_path / "ft")
     init = out["init"]
     assert init["head"] == {"kept": [], "new": ["anterior", "posterior"]}
-    assert "heads.0.weight" in init["new"] and not init["skipped"]
+    assert "heads.convs.0.weight" in init["new"] and not init["skipped"]
     assert init["counts"]["loaded"] > 0.95 * sum(init["counts"].values())
-    src = load_checkpoint(pretrained / "checkpoints" / "best.pt")["state_dict"]
-    ft = load_checkpoint(tmp_path / "ft" / "checkpoints" / "final.pt")
-    assert ft["init"]["source"].endswith("best.pt") and ft["labels"] == {
-        "background": 0,
-        "anterior": 1,
-        "posterior": 2,
-    }
+    src = load_checkpoint(pretrained / "checkpoints" / "best.safetensors").weights
+    ft = load_checkpoint(tmp_path / "ft" / "checkpoints" / "final.safetensors")
+    assert ft.meta["run"]["init"]["source"].endswith("best.safetensors")
+    assert ft.meta["labels"] == {"background": 0, "anterior": 1, "posterior": 2}
     # Trained 3 steps from the pretrained weights: close to them, not equal, not re-initialised.
-    w0, w1 = src["stem.0.weight"], ft["state_dict"]["stem.0.weight"]
+    w0, w1 = src["stem.0.weight"], ft.weights["stem.0.weight"]
     assert 0 < (w1 - w0).abs().max() < 0.1 * w0.abs().max()
     with pytest.raises(MedfoundryError, match="not empty"):
         _ft(pretrained, hippo_copy, tmp_path / "ft")
@@ -56,27 +54,28 @@ def test_same_structure_names_keep_the_head(pretrained, hippo_copy, tmp_path):
         "kept": ["hippocampus_anterior", "hippocampus_posterior"],
         "new": [],
     }
-    src = load_checkpoint(pretrained / "checkpoints" / "best.pt")
-    ft = load_checkpoint(tmp_path / "ft" / "checkpoints" / "final.pt")["state_dict"]
-    rows = [src["labels"]["hippocampus_anterior"] - 1, src["labels"]["hippocampus_posterior"] - 1]
+    src = load_checkpoint(pretrained / "checkpoints" / "best.safetensors")
+    ft = load_checkpoint(tmp_path / "ft" / "checkpoints" / "final.safetensors").weights
+    labels = src.meta["labels"]
+    rows = [labels["hippocampus_anterior"] - 1, labels["hippocampus_posterior"] - 1]
     # head-only: every body weight is exactly the pretrained one; the kept head rows moved a little.
-    assert all(torch.equal(ft[k], src["state_dict"][k]) for k in ft if not k.startswith("heads."))
-    start = src["state_dict"]["heads.0.weight"][rows]
-    assert not torch.equal(ft["heads.0.weight"], start)
-    assert (ft["heads.0.weight"] - start).abs().max() < 0.05
+    assert all(torch.equal(ft[k], src.weights[k]) for k in ft if not k.startswith("heads."))
+    start = src.weights["heads.convs.0.weight"][rows]
+    assert not torch.equal(ft["heads.convs.0.weight"], start)
+    assert (ft["heads.convs.0.weight"] - start).abs().max() < 0.05
 
 
 def test_encoder_freeze_and_head_warmup(pretrained, hippo_copy, tmp_path):
     out = _ft(pretrained, hippo_copy, tmp_path / "enc", ["freeze=encoder"])
-    src = load_checkpoint(pretrained / "checkpoints" / "best.pt")["state_dict"]
-    ft = load_checkpoint(tmp_path / "enc" / "checkpoints" / "final.pt")["state_dict"]
+    src = load_checkpoint(pretrained / "checkpoints" / "best.safetensors").weights
+    ft = load_checkpoint(tmp_path / "enc" / "checkpoints" / "final.safetensors").weights
     enc = [k for k in ft if k.startswith(("stem.", "encoder."))]
     assert enc and all(torch.equal(ft[k], src[k]) for k in enc)
     assert not torch.equal(ft["bottleneck.proj_in.weight"], src["bottleneck.proj_in.weight"])
     assert out["step"] == 3
     # Warm-up longer than the run: only the head ever changes (reusing the preprocessed target).
     _ft(pretrained, tmp_path / "enc" / "target", tmp_path / "warm", ["head_warmup_steps=10"])
-    warm = load_checkpoint(tmp_path / "warm" / "checkpoints" / "final.pt")["state_dict"]
+    warm = load_checkpoint(tmp_path / "warm" / "checkpoints" / "final.safetensors").weights
     assert all(torch.equal(warm[k], src[k]) for k in warm if not k.startswith("heads."))
 
 
@@ -87,15 +86,43 @@ def test_stem_channels_and_position_embeddings_adapt():
     report = transfer_weights(
         dst,
         src.state_dict(),
-        channel_names({"background": 0, "a": 1, "b": 2, "c": 3}, "sigmoid"),
-        channel_names({"background": 0, "c": 1, "new": 2}, "sigmoid"),
+        list(channel_names({"background": 0, "a": 1, "b": 2, "c": 3}, "sigmoid")),
+        list(channel_names({"background": 0, "c": 1, "new": 2}, "sigmoid")),
     )
     assert report["adapted"][0] == "stem.0.weight"
     assert report["interpolated"] == ["bottleneck.pos_embed"]
     assert report["head"] == {"kept": ["c"], "new": ["new"]}
     s = src.state_dict()
     torch.testing.assert_close(dst.stem[0].weight[:, 0], s["stem.0.weight"][:, 0] / 2)
-    torch.testing.assert_close(dst.heads[0].weight[0], s["heads.0.weight"][2])
+    torch.testing.assert_close(dst.heads.convs[0].weight[0], s["heads.convs.0.weight"][2])
     # A two-channel image of identical channels gives the pretrained stem response.
     x = torch.randn(1, 1, 16, 32, 32)
     torch.testing.assert_close(dst.stem[0](x.repeat(1, 2, 1, 1, 1)), src.stem[0](x))
+
+
+def test_fine_tuning_does_not_keep_the_source_weights_alive(
+    pretrained, hippo_copy, tmp_path, monkeypatch
+):
+    """The source checkpoint's tensors are gone once copied into the new model (they used to stay
+    referenced for the whole run)."""
+    import gc
+    import weakref
+
+    from medfoundry.runs import checkpoint
+    from medfoundry.training import fit as fit_module
+
+    refs, real_load, real_fit = [], checkpoint.load_checkpoint, fit_module.fit
+
+    def recording_load(*a, **k):
+        ckpt = real_load(*a, **k)
+        refs.extend(weakref.ref(t) for t in ckpt.weights.values())
+        return ckpt
+
+    def checking_fit(*a, **k):
+        gc.collect()
+        assert refs and all(r() is None for r in refs), "source weights still referenced"
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr("medfoundry.transfer.finetune.load_checkpoint", recording_load)
+    monkeypatch.setattr(fit_module, "fit", checking_fit)
+    _ft(pretrained, hippo_copy, tmp_path / "ft")

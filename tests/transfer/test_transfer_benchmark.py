@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import csv
 
+import pytest
 import yaml
 
 from medfoundry.cli.main import main
 
 TINY = """
-model: tsfm_test
-batch_size: 2
-lr: 0.01
 pretrain_steps: 4
 pretrain_patch: [16, 32, 32]
-iters_per_epoch: 2
 ks: [1, 2]
 full_epochs: 3
 full_val_every: 3
-val_cases: 2
 head_warmup_fraction: 0.5
+train:
+  model: tsfm_test
+  batch_size: 2
+  iters_per_epoch: 2
+  optim: {lr: 0.01}
+  validation: {max_cases: 2}
 directions:
   - name: acdc-to-hippocampus
     pool: [acdc]
@@ -28,6 +30,7 @@ directions:
 """
 
 
+@pytest.mark.slow
 def test_transfer_table_on_real_data(data_dir, tmp_path, capsys):
     preset = tmp_path / "tiny.yaml"
     preset.write_text(TINY)
@@ -72,6 +75,6 @@ def test_transfer_table_on_real_data(data_dir, tmp_path, capsys):
     }
     assert warmups == {"finetune_k1": 1, "finetune_k2": 2, "scratch_k2": 0, "scratch_full": 0}
     # A rerun reuses every finished run.
-    mtime = (d / "scratch_full" / "checkpoints" / "final.pt").stat().st_mtime
+    mtime = (d / "scratch_full" / "checkpoints" / "final.safetensors").stat().st_mtime
     assert main(argv) == 0
-    assert (d / "scratch_full" / "checkpoints" / "final.pt").stat().st_mtime == mtime
+    assert (d / "scratch_full" / "checkpoints" / "final.safetensors").stat().st_mtime == mtime

@@ -250,21 +250,29 @@ def _add_run(sub, common) -> None:
     p.add_argument(
         "--synth-cases", type=int, default=16, help="cases per synthetic dataset (default 16)"
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any training config field for every run, dotted (repeatable), as 'pretrain --set'",
+    )
     _jobs(p)
     p.set_defaults(func=_run)
 
 
 def _run(a) -> None:
-    from medfoundry.pipeline import PipelineConfig
+    from medfoundry.training.config import apply_overrides, check_config
+    from medfoundry.workflows.main_job import PipelineConfig
 
     cfg = PipelineConfig(
-        model=a.model,
         memory_gb=a.memory_gb,
-        patch_size=a.patch,
         pretrain_steps=a.pretrain_steps,
         finetune_epochs=a.finetune_epochs,
         finetune_iters=a.finetune_iters,
     )
+    cfg.train.model, cfg.train.patch_size = a.model, a.patch
+    check_config(apply_overrides(cfg.train, a.set))  # a bad value fails before any work
     s = api.run_pipeline(
         a.out,
         data_dir=a.data,

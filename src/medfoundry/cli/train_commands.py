@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from medfoundry import MedfoundryError
@@ -38,6 +39,18 @@ def add_models(sub, common) -> None:
         "--batch-size", type=int, default=2, help="for the memory estimate (default 2)"
     )
     info.set_defaults(func=_models_info)
+    save = msub.add_parser(
+        "save",
+        parents=[common],
+        help="save a trained model as a shareable model file (weights + JSON, no optimizer)",
+        description="Write the model of a checkpoint or run folder (its best, else final, else latest "
+        "checkpoint) as one .safetensors file: the weights and the model's description (network, "
+        "task and outputs, label space, preprocessing plan, config); no optimizer state, no case ids "
+        "or paths. 'medfoundry predict -m FILE' and 'finetune --from FILE' take it.",
+    )
+    save.add_argument("source", type=Path, metavar="CKPT_OR_RUN")
+    save.add_argument("-o", "--out", required=True, type=Path, metavar="FILE.safetensors")
+    save.set_defaults(func=_models_save)
 
 
 def _models_list(a) -> None:
@@ -52,6 +65,13 @@ def _models_list(a) -> None:
             else "none (CNN only)"
         )
         print(f"{name:<14} {count_parameters(model) / 1e6:>9.1f}M {len(model.strides):>6} {tr:>36}")
+
+
+def _models_save(a) -> None:
+    from medfoundry.runs.checkpoint import save_model_file
+
+    path = save_model_file(a.source, a.out)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
 
 
 def _models_info(a) -> None:
@@ -89,7 +109,8 @@ def add_pretrain(sub, common) -> None:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue this run exactly from its latest checkpoint",
+        help="continue this run exactly from its latest checkpoint (with --epochs N: to a new "
+        "length, a finished run included; the learning rate follows the new length's schedule)",
     )
     p.add_argument("--model", choices=sorted(MODEL_SIZES), help="size (default tsfm_s)")
     add_training_flags(p)
@@ -135,24 +156,31 @@ def _pretrain(a) -> None:
     from medfoundry.training.fit import pretrain
 
     if a.resume:
-        if a.out or a.preset or a.set:
+        others = (a.out, a.preset, a.set, a.model, a.iters_per_epoch, a.batch_size, a.lr, a.seed)
+        if any(v not in (None, []) for v in (*others, a.device)):
             raise MedfoundryError(
-                "--resume continues a run with its own config; drop -o/--preset/--set"
+                "--resume continues a run with its own config (only --epochs may change its "
+                "length); drop -o, --preset, --set and the other training flags"
             )
-        out = pretrain(a.pool_dir, a.resume, resume=True, progress=not a.quiet)
+        out = pretrain(a.pool_dir, a.resume, resume=True, progress=not a.quiet, epochs=a.epochs)
     else:
         if not a.pool_dir or not a.out:
             raise MedfoundryError("give POOL_DIR and -o RUN_DIR (or --resume RUN_DIR)")
         cfg = config_from_flags(a, model=a.model)
         out = pretrain(a.pool_dir, a.out, cfg, progress=not a.quiet)
-    if out.get("run_dir"):
-        print(
-            f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice {best_dice(out)}, "
-            f"data wait {out['data_wait_frac_mean']:.1%} -> {out['run_dir']}"
-        )
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
+        print(f"{run_summary(out)} -> {out['run_dir']}")
 
 
-def best_dice(out: dict) -> str:
-    """The run's best validation mean Dice, or a word when it never validated."""
+def run_summary(out: dict) -> str:
+    """One line on a finished training run (``pretrain``'s result)."""
+    loss = "n/a" if out["loss"] is None else f"{out['loss']:.4f}"
     best = out["best_val_mean"]
-    return f"{best:.4f}" if best > float("-inf") else "none (no validation ran)"
+    best = f"{best:.4f}" if best > float("-inf") else "none (no validation ran)"
+    final = out["final_val_mean"]
+    text = f"step {out['step']}: loss {loss}, best validation mean Dice {best}"
+    if final is not None:
+        text += f", final (whole volumes) {final:.4f}"
+    if out["data_wait_frac_mean"] is not None:
+        text += f", data wait {out['data_wait_frac_mean']:.1%}"
+    return text

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from medfoundry import MedfoundryError
-from medfoundry.cli.train_commands import add_training_flags, best_dice, config_from_flags
+from medfoundry.cli.train_commands import add_training_flags, config_from_flags, run_summary
 
 
 def add_finetune(sub, common) -> None:
@@ -71,10 +71,7 @@ def _finetune(a) -> None:
         f"{c['adapted'] / 1e6:.2f}M, interpolated {c['interpolated'] / 1e6:.2f}M, skipped "
         f"{c['skipped'] / 1e6:.2f}M, new {c['new'] / 1e6:.2f}M parameters"
     )
-    print(
-        f"step {out['step']}: loss {out['loss']:.4f}, best validation mean Dice "
-        f"{best_dice(out)} -> {out['run_dir']}"
-    )
+    print(f"{run_summary(out)} -> {out['run_dir']}")
 
 
 def add_predict(sub, common) -> None:
@@ -209,7 +206,7 @@ def add_benchmark(sub, common) -> None:
 
 
 def _benchmark_transfer(a) -> None:
-    from medfoundry.transfer_benchmark import load_bench_config, run_transfer_benchmark
+    from medfoundry.workflows.transfer_benchmark import load_bench_config, run_transfer_benchmark
 
     cfg = load_bench_config(a.preset)
     if a.ks:

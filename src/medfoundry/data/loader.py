@@ -12,13 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from medfoundry.data.augment import (
-    AugmentConfig,
-    apply_params,
-    is_flat,
-    sample_params,
-    spatial_region,
-)
+from medfoundry.data.augment import apply_params
+from medfoundry.data.augment_config import AugmentConfig, is_flat, sample_params, spatial_region
 from medfoundry.data.sampler import PatchSampler
 
 

@@ -20,9 +20,9 @@ import numpy as np
 from medfoundry import MedfoundryError
 from medfoundry.evaluation.metrics import all_metrics
 from medfoundry.io import read_label
-from medfoundry.io.atomic import atomic_path
-from medfoundry.io.jsonfile import write_json
-from medfoundry.parallel import map_with_progress
+from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.jsonfile import write_json
+from medfoundry.utils.parallel import map_with_progress
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from medfoundry import MedfoundryError
 from medfoundry.io import read_image, write_volume
-from medfoundry.io.atomic import atomic_path
+from medfoundry.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")

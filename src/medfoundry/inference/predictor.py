@@ -1,10 +1,11 @@
-"""``Predictor``: load a checkpoint once, segment many volumes in their own geometry.
+"""``Predictor``: load a model once (weights only), segment many volumes in their own geometry.
 
-Per volume: the training preprocessing (from the plan stored in the checkpoint) -> sliding-window
+Per volume: the training preprocessing (from the plan stored with the model) -> sliding-window
 logits on the preprocessed grid (optionally averaged over mirrored copies) -> logits resampled back
-to the cropped input grid -> label ids -> pasted into the input's full extent and written with the
-input's header. Output ids: a model trained on one dataset (or asked for one with ``dataset=``)
-writes that dataset's own label ids; a pool model otherwise writes the pool's global ids.
+to the cropped input grid -> the task's decision rule (:meth:`SegmentationTask.decode`) -> label ids
+pasted into the input's full extent and written with the input's header. Output ids: a model trained
+on one dataset (or asked for one with ``dataset=``) writes that dataset's own label ids; a pool model
+otherwise writes the pool's global ids.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from medfoundry import MedfoundryError
-from medfoundry.device import parse_device
 from medfoundry.inference.sliding_window import predict_sliding_window
 from medfoundry.io import Volume
 from medfoundry.models.registry import create_model_from_description
 from medfoundry.preprocessing.transform import transform_volume
-from medfoundry.training.checkpoint import load_checkpoint
+from medfoundry.runs.checkpoint import Checkpoint, load_checkpoint, resolve_checkpoint
+from medfoundry.tasks import task_from_description
+from medfoundry.utils.device import parse_device
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class PredictOptions:
     """Average over mirrored copies (test-time augmentation). None: on with CUDA, off on CPU. Never
     along the left-right axis when a predicted class name says left or right."""
     amp: bool = True
-    """bf16 autocast where native (see :mod:`medfoundry.device`)."""
+    """bf16 autocast where native (see :mod:`medfoundry.utils.device`)."""
     tiles_per_batch: int = 1
     dataset: str | None = None
     """Which pool dataset's preprocessing and label ids to use (default: the only one, else the pool's
@@ -58,48 +59,47 @@ class Prediction:
     class_ids: list[int]
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or the best (else final, else latest) checkpoint of a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "final.pt", "latest.pt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise MedfoundryError(f"{path}: no checkpoints/best.pt, final.pt or latest.pt")
-    return path
-
-
 class Predictor:
-    """Holds one model and its preprocessing; :meth:`predict` segments a :class:`Volume`."""
+    """Holds one network (weights only, no optimizer state), its description and preprocessing;
+    :meth:`predict` segments a :class:`Volume`."""
 
-    def __init__(self, ckpt: dict, device: str = "auto", options: PredictOptions | None = None):
+    def __init__(
+        self, ckpt: Checkpoint, device: str = "auto", options: PredictOptions | None = None
+    ):
         self.options = options or PredictOptions()
         self.device = parse_device(device)
-        self.meta = ckpt
-        self.model = create_model_from_description(ckpt["model"])
-        self.model.load_state_dict(ckpt["state_dict"])
+        self.description = ckpt.description()
+        self.task = task_from_description(self.description)
+        self.model = create_model_from_description(self.description["model"], device="meta")
+        try:  # the loaded tensors become the parameters: no second copy
+            self.model.load_state_dict(ckpt.weights, assign=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[-1].strip()[:200]
+            raise MedfoundryError(
+                f"{ckpt.path}: its weights do not fit the network it describes ({first})"
+            ) from None
         self.model.to(self.device).eval()
-        self.patch = list(ckpt["model"]["patch_size"])
-        self.sigmoid = ckpt["model"]["activation"] == "sigmoid"
+        self.patch = list(self.description["model"]["patch_size"])
         self._choose_outputs()
         mirror = self.options.mirror
         self.mirror = self.device.type == "cuda" if mirror is None else mirror
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", **options) -> Predictor:
-        """Load ``path`` (a ``.pt`` file or a run folder) once; ``options``: :class:`PredictOptions`."""
-        ckpt = load_checkpoint(resolve_checkpoint(path))
-        return cls(ckpt, device, PredictOptions(**options))
+        """Load ``path`` (a model file, a checkpoint, or a run folder: its best, else final, else
+        latest checkpoint) once; ``options``: :class:`PredictOptions`."""
+        options = PredictOptions(**options)
+        return cls(load_checkpoint(resolve_checkpoint(path)), device, options)
 
     def _choose_outputs(self) -> None:
         """Pick the dataset plan, the predicted global classes and the ids written for them."""
-        plans = self.meta["plan"]["datasets"]
-        datasets = self.meta.get("datasets", {})
+        plans = self.description["plan"]["datasets"]
+        datasets = self.description.get("datasets", {})
         name = self.options.dataset or (next(iter(plans)) if len(plans) == 1 else None)
         if name is not None and name not in plans:
             raise MedfoundryError(f"unknown dataset '{name}' (model has: {', '.join(plans)})")
         self.dataset_plan = plans[name or next(iter(plans))]
-        g_names = {i: n for n, i in self.meta["labels"].items() if i}
+        g_names = {i: n for n, i in self.description["labels"].items() if i}
         if name is not None and name in datasets:
             l2g = {int(k): v for k, v in datasets[name]["local_to_global"].items() if v}
             pairs = [(g, local) for local, g in sorted(l2g.items())]
@@ -133,16 +133,14 @@ class Predictor:
         x = torch.from_numpy(img).to(self.device)
         logits = self._logits(x, self.mirror_axes(image))  # (K, z, y, x) preprocessed grid
         if props["resampled"]:
-            logits = F.interpolate(logits[None], size=props["cropped_shape_zyx"], mode="trilinear")[
-                0
-            ]
-        probs = self._class_probabilities(logits)  # (n+1, ...) background first
-        best = probs.argmax(0).cpu().numpy()
+            logits = F.interpolate(logits[None], size=props["cropped_shape_zyx"], mode="trilinear")
+            logits = logits[0]
+        probs, best = self.task.decode(logits, self.class_names)  # (1 + n, ...), background first
         lut = np.array([0, *self.output_ids], dtype=np.int32)
         dtype = np.uint8 if lut.max() < 256 else np.int16
         labels = np.zeros(image.shape_zyx, dtype=dtype)
         (z0, z1), (y0, y1), (x0, x1) = props["nonzero_bbox"]
-        labels[z0:z1, y0:y1, x0:x1] = lut[best]
+        labels[z0:z1, y0:y1, x0:x1] = lut[best.cpu().numpy()]
         full = None
         if self.options.save_probabilities:
             full = np.zeros((len(self.global_ids), *image.shape_zyx), dtype=np.float16)
@@ -162,14 +160,3 @@ class Predictor:
             out = torch.flip(out, dims) if dims else out
             total = out if total is None else total + out
         return total / len(flips)
-
-    def _class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(1 + n, ...)``: background then the selected classes. Sigmoid models: a class wins where
-        its probability exceeds 0.5 and every other selected class's (background is 1 - max, so it wins
-        exactly where no class reaches 0.5), as in training validation."""
-        if self.sigmoid:
-            p = torch.sigmoid(torch.stack([logits[g - 1] for g in self.global_ids]))
-            bg = 1 - p.max(0).values if len(self.global_ids) else torch.ones_like(logits[0])
-            return torch.cat([bg[None], p])
-        sel = torch.stack([logits[0], *(logits[g] for g in self.global_ids)])
-        return torch.softmax(sel, 0)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medfoundry.device import autocast_for
+from medfoundry.utils.device import autocast_for
 
 
 def compute_gaussian(patch_zyx, sigma_scale: float = 1.0 / 8) -> np.ndarray:
@@ -90,20 +90,3 @@ def predict_sliding_window(
     logits /= weight
     crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, image.shape[1:], strict=True))
     return logits[(slice(None), *crop)]
-
-
-def logits_to_labels(logits: torch.Tensor, classes: list[int], sigmoid: bool) -> np.ndarray:
-    """A ``(Z, Y, X)`` global-id label map from logits.
-
-    ``sigmoid`` (partial-label models, channel k-1 = global class k): among ``classes``, the most
-    probable class where its probability exceeds 0.5, else background. Softmax models (channel 0 =
-    background): argmax over background and ``classes``.
-    """
-    if sigmoid:
-        sel = torch.stack([logits[c - 1] for c in classes])  # (n, Z, Y, X)
-        best, idx = sel.max(0)
-        ids = torch.tensor(classes, device=logits.device)[idx]
-        return torch.where(best > 0, ids, torch.zeros_like(ids)).cpu().numpy().astype(np.uint8)
-    sel = torch.stack([logits[0]] + [logits[c] for c in classes])
-    ids = torch.tensor([0, *classes], device=logits.device)[sel.argmax(0)]
-    return ids.cpu().numpy().astype(np.uint8)

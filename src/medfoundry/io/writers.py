@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medfoundry.io.atomic import atomic_path
 from medfoundry.io.readers import _RAS_TO_LPS, file_format
 from medfoundry.io.volume import Volume
+from medfoundry.utils.atomic import atomic_path
 
 
 def write_volume(vol: Volume, path: str | os.PathLike) -> Path:

@@ -14,7 +14,7 @@ def describe_model(
 ) -> dict:
     """``{params, transformer_params, strides, features, tokens, forward_gflop, train_gflop,
     train_memory_gb}`` for one patch (FLOPs for batch 1; memory for ``batch_size``)."""
-    from medfoundry.planning.layout import estimate_memory_bytes  # pure arithmetic, no files
+    from medfoundry.models.memory import estimate_memory_bytes
 
     model = create_model(name, in_channels, num_classes, patch_size=patch, device="meta")
     x = torch.zeros(1, in_channels, *patch, device="meta")

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError, __version__
-from medfoundry.io.jsonfile import read_json, write_json
 from medfoundry.models.sizes import get_size, stage_strides, total_stride
 from medfoundry.planning.fingerprint import compute_fingerprint
 from medfoundry.planning.layout import plan_patch, stage_layout
 from medfoundry.planning.spacing import is_anisotropic, target_spacing
 from medfoundry.pool.build import load_pool
+from medfoundry.utils.jsonfile import read_json, write_json
 
 PLAN_FORMAT = "medfoundry.plan/1"
 RESAMPLING = {

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError, __version__
-from medfoundry.io.atomic import atomic_path
-from medfoundry.io.jsonfile import read_json, write_json
-from medfoundry.parallel import map_with_progress
 from medfoundry.pool.labels import LabelSpace
 from medfoundry.pool.layouts import CaseFiles, DatasetLayout, list_cases
 from medfoundry.pool.sampling import sampling_probabilities
 from medfoundry.pool.spec import DatasetSpec, PoolSpec, load_pool_spec
 from medfoundry.pool.validate import CaseInfo, Problem, inspect_case
+from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.jsonfile import read_json, write_json
+from medfoundry.utils.parallel import map_with_progress
 
 log = logging.getLogger(__name__)
 POOL_FORMAT = "medfoundry.pool/1"

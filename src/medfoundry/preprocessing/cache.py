@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError
-from medfoundry.io.atomic import atomic_path
+from medfoundry.utils.atomic import atomic_path
 
 CACHE_DIR = "preprocessed"
 

@@ -19,14 +19,14 @@ import numpy as np
 
 from medfoundry import __version__
 from medfoundry.io import read_image, read_label
-from medfoundry.io.atomic import atomic_path
-from medfoundry.io.jsonfile import write_json
-from medfoundry.parallel import map_with_progress
 from medfoundry.planning.plan import load_plan
 from medfoundry.pool.build import load_pool
 from medfoundry.pool.labels import remap_labels
 from medfoundry.preprocessing.cache import CACHE_DIR, case_paths, is_complete, save_array
 from medfoundry.preprocessing.transform import transform_volume
+from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.jsonfile import write_json
+from medfoundry.utils.parallel import map_with_progress
 
 log = logging.getLogger(__name__)
 LOCATIONS_PER_CLASS = 10_000

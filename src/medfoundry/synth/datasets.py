@@ -17,9 +17,9 @@ import numpy as np
 import yaml
 
 from medfoundry.io import Volume, write_volume
-from medfoundry.io.jsonfile import write_json
-from medfoundry.parallel import map_with_progress
 from medfoundry.synth.phantom import make_phantom
+from medfoundry.utils.jsonfile import write_json
+from medfoundry.utils.parallel import map_with_progress
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from medfoundry.io.jsonfile import write_json
 from medfoundry.models.registry import create_model_from_description
+from medfoundry.utils.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 MAX_REL_ERROR = 0.1

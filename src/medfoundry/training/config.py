@@ -1,27 +1,31 @@
 """Training configuration: typed dataclasses are the schema, YAML presets hold values, ``--set`` overrides.
 
 ``apply_overrides(cfg, ["optim.lr=0.01", "data.augment.enabled=false"])`` sets dotted keys; values are
-parsed as YAML scalars; an unknown key is a one-line error naming it.
+parsed as YAML scalars and checked against the field's type (choices are ``Literal`` types) once, in
+:mod:`medfoundry.utils.typed_config`; an unknown key is a one-line error naming it. Workflow configs
+(the main job, the transfer benchmark) embed a :class:`TrainConfig` as a section.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import yaml
+from typing import Literal
 
 from medfoundry import MedfoundryError
-from medfoundry.data.augment import AugmentConfig
+from medfoundry.data.augment_config import AugmentConfig
+from medfoundry.utils import typed_config
+
+LossName = Literal["partial", "softmax"]
+FreezePolicy = Literal["none", "encoder", "all-but-bottleneck", "head-only"]
+TaskName = Literal["segmentation"]
+"""The registered tasks (:data:`medfoundry.tasks.TASKS`; a test keeps the two equal)."""
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
+    name: Literal["sgd", "adamw"] = "sgd"
     """``sgd`` (Nesterov) or ``adamw``."""
     lr: float = 1e-3
     """Initial learning rate (TSFM: 1e-3), decayed polynomially to 0 over the run."""
@@ -49,13 +53,35 @@ class DataConfig:
     split_seed: int | None = None
     """Seed of the per-dataset train/validation split (default: ``seed``). Fix it to compare training
     seeds on the same validation cases."""
-    val_max_cases: int = 20
-    """Validate on at most this many held-out cases per dataset (sliding window is costly on CPU)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
+class ValidationConfig:
+    """nnU-Net's split of the work: a cheap, bounded check during training, the full one at the end."""
+
+    every: int = 1
+    """Validate every N epochs during training (0: never); the best checkpoint follows it."""
+    mode: Literal["patch", "full"] = "patch"
+    """During training: ``patch`` scores a fixed set of validation patches (``patches`` per dataset,
+    drawn once like training patches, without augmentation) with one Dice per dataset and class from
+    the voxel counts summed over all patches (nnU-Net's pseudo Dice): its cost does not depend on the
+    size of the volumes. ``full``: sliding-window prediction of whole validation volumes each time."""
+    patches: int = 20
+    """Validation patches per dataset in ``patch`` mode."""
+    final: bool = True
+    """After the last step, validate the final weights on whole volumes (sliding window, Dice per case
+    with :func:`medfoundry.evaluation.dice_score` as ``medfoundry evaluate``, mean over cases): the
+    run's reported figure. Its cost grows with the volumes, once."""
+    max_cases: int = 20
+    """Whole-volume validation uses at most this many held-out cases per dataset (patch mode draws its
+    patches from the same cases)."""
+
+
+@dataclass
 class TrainConfig:
+    task: TaskName = "segmentation"
+    """What the backbone is trained for (its head, loss, batches and decoding)."""
     model: str = "tsfm_s"
     """A registered size (``medfoundry models list``)."""
     model_overrides: dict = field(default_factory=dict)
@@ -69,7 +95,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``..."""
-    loss: str = "partial"
+    loss: LossName = "partial"
     """``partial`` (sigmoid BCE + Dice on valid classes; pools) or ``softmax`` (CE + Dice; one dataset)."""
     deep_supervision: bool = False
     grad_checkpointing: bool = False
@@ -82,13 +108,11 @@ class TrainConfig:
     """Use the channels-last 3D memory layout (faster convolutions with oneDNN/cuDNN); not with FSDP."""
     fsdp: bool = False
     """Shard parameters with FSDP (under torchrun); otherwise DDP."""
-    val_every: int = 1
-    """Validate every N epochs (0: never)."""
     ckpt_every_steps: int = 50
     """Also write the 'latest' checkpoint every N steps within an epoch."""
     threads: int = 0
     """torch intra-op threads (0: leave torch's default)."""
-    freeze: str = "none"
+    freeze: FreezePolicy = "none"
     """Which parameters train: ``none`` (all), ``encoder`` (stem and encoder frozen),
     ``all-but-bottleneck`` (only the Transformer bottleneck and the head train: TSFM's "only the
     Transformer part is adjusted"), ``head-only``. Heads always train."""
@@ -98,114 +122,77 @@ class TrainConfig:
     """Fine-tuning: the checkpoint the initial weights came from (set by ``medfoundry finetune``)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+RENAMED = {"val_every": "validation.every", "data.val_max_cases": "validation.max_cases"}
+"""Keys of older versions and their names now (saved configs are read with them)."""
+
+ADDED_FIELDS = {
+    "data.one_dataset_per_batch": False,
+    "validation.mode": "full",
+    "validation.final": False,
+}
+"""Fields added after runs were already being saved, whose default changes what a run does: a saved
+config (a checkpoint's) without one gets the value that keeps the behaviour it was saved with."""
+
+POSITIVE = ("epochs", "iters_per_epoch", "ckpt_every_steps")
+NON_NEGATIVE = ("seed", "data.split_seed", "validation.every", "validation.patches", "threads")
 
 
 def load_preset(name_or_path: str | None) -> TrainConfig:
     """A config from a YAML preset (a bundled name such as ``pretrain_cpu``, or a file path)."""
-    cfg = TrainConfig()
     if not name_or_path:
-        return cfg
+        return TrainConfig()
+    return typed_config.config_from_dict(TrainConfig, read_preset(name_or_path))
+
+
+def read_preset(name_or_path: str) -> dict:
+    """The mapping in a YAML file, or in a bundled preset of that name."""
     path = Path(name_or_path)
     if path.is_file():
-        text = path.read_text()
-    else:
-        res = resources.files("medfoundry").joinpath("presets", f"{name_or_path}.yaml")
-        if not res.is_file():
-            raise MedfoundryError(
-                f"preset '{name_or_path}' not found (neither a file nor a bundled preset)"
-            )
-        text = res.read_text()
-    raw = yaml.safe_load(text) or {}
-    return apply_overrides(
-        cfg, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in _flatten(raw)]
-    )
+        return typed_config.load_yaml_mapping(path.read_text(), str(path))
+    res = resources.files("medfoundry").joinpath("presets", f"{name_or_path}.yaml")
+    if not res.is_file():
+        raise MedfoundryError(
+            f"preset '{name_or_path}' not found (neither a file nor a bundled preset)"
+        )
+    return typed_config.load_yaml_mapping(res.read_text(), f"preset '{name_or_path}'")
 
 
-def apply_overrides(cfg, overrides: list[str]):
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Set dotted ``key=value`` fields in place (value parsed as YAML, checked against the field type)."""
-    for item in overrides:
-        if "=" not in item:
-            raise MedfoundryError(f"--set expects key=value, got '{item}'")
-        key, text = item.split("=", 1)
-        obj, parts = cfg, key.strip().split(".")
-        for part in parts[:-1]:
-            obj = _child(obj, part, key)
-        f = _field(obj, parts[-1], key)
-        setattr(obj, parts[-1], _coerce(yaml.safe_load(text), f, obj, key))
-    return cfg
+    return typed_config.apply_overrides(cfg, overrides, renamed=RENAMED)
 
 
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-# Fields added after runs were already being saved, whose default changes what a run does: a saved
-# config (a checkpoint's) without one gets the value that keeps the behaviour it was saved with.
-ADDED_FIELDS = {"data.one_dataset_per_batch": False}
+def to_dict(cfg: TrainConfig) -> dict:
+    return typed_config.config_to_dict(cfg)
 
 
 def from_dict(raw: dict) -> TrainConfig:
-    """The config saved as ``raw`` (``to_dict``'s output, e.g. from a checkpoint)."""
-    values = {**ADDED_FIELDS, **dict(_flatten(raw))}
-    return apply_overrides(
-        TrainConfig(),
-        [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in values.items()],
-    )
+    """The config saved as ``raw`` (``to_dict``'s output, e.g. from a checkpoint of any version)."""
+    cfg = TrainConfig()
+    for key, value in ADDED_FIELDS.items():
+        typed_config.set_dotted(cfg, key, value)
+    return typed_config.update_config(cfg, raw, renamed=RENAMED)
 
 
-def _flatten(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "model_overrides":
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
+def check_config(cfg: TrainConfig) -> None:
+    """Value checks no type expresses (counts, seeds); one line each, before anything is written."""
+    for key in (*POSITIVE, *NON_NEGATIVE):
+        value = _get(cfg, key)
+        if value is None:
+            continue
+        if key in POSITIVE and value < 1:
+            raise MedfoundryError(f"config key '{key}': must be at least 1, not {value}")
+        if value < 0:
+            what = "a seed is 0 or more" if "seed" in key else "must be 0 or more"
+            raise MedfoundryError(f"config key '{key}': {what}, not {value}")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise MedfoundryError(f"config key 'batch_size': must be at least 1, not {cfg.batch_size}")
 
 
-def _child(obj, part, key):
-    f = _field(obj, part, key)
-    value = getattr(obj, f.name)
-    if not dataclasses.is_dataclass(value):
-        raise MedfoundryError(f"unknown config key '{key}' ('{part}' is not a section)")
-    return value
-
-
-def _field(obj, name, key):
-    fields = {f.name: f for f in dataclasses.fields(obj)}
-    if name not in fields:
-        raise MedfoundryError(f"unknown config key '{key}' (known here: {', '.join(fields)})")
-    return fields[name]
-
-
-def _coerce(value, f, obj, key):
-    hints = typing.get_type_hints(type(obj))
-    hint = hints[f.name]
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if value is None and (type(None) in args):
-        return None
-    base = (
-        [a for a in args if a is not type(None)][0]
-        if origin in (typing.Union, types.UnionType)
-        else hint
-    )
-    try:
-        if base is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if base is int and isinstance(value, float) and not value.is_integer():
-            raise TypeError  # int(1.5) would silently drop the fraction
-        if base in (int, float, str):
-            return base(value)
-        if base is dict or typing.get_origin(base) is dict:
-            if not isinstance(value, dict):
-                raise TypeError
-            return dict(value)
-        if typing.get_origin(base) is tuple:
-            return tuple(value)
-        if typing.get_origin(base) is list:
-            return list(value)
-    except (TypeError, ValueError):
-        raise MedfoundryError(
-            f"config key '{key}': cannot use {value!r} for a {getattr(base, '__name__', base)}"
-        ) from None
-    raise MedfoundryError(f"config key '{key}' cannot be set from the command line")
+def _get(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

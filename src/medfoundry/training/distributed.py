@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medfoundry.device import parse_device
+from medfoundry.utils.device import parse_device
 
 
 @dataclass
@@ -56,17 +56,23 @@ def wrap_model(
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for (
-            module
-        ) in model.modules():  # shard each residual block / transformer layer, then the rest
-            if type(module).__name__ in ("ResidualBlock", "TransformerLayer"):
-                fully_shard(module)
+        for module in model.shard_units():  # the model's own units, then the rest
+            fully_shard(module)
         return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
     )
+
+
+def all_gather(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` (picklable, built by this program), in rank order; ``[obj]`` alone."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier(info: DistInfo) -> None:

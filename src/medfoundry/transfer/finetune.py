@@ -19,10 +19,12 @@ from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool, load_pool
 from medfoundry.pool.spec import PoolSpec, pool_spec_from_dict
 from medfoundry.preprocessing import preprocess_pool
-from medfoundry.training.checkpoint import load_checkpoint
+from medfoundry.runs.checkpoint import find_checkpoint, load_checkpoint, resolve_checkpoint
+from medfoundry.runs.run_folder import RUN_DATA_DIR, check_new_run_dir
+from medfoundry.tasks import task_from_config
 from medfoundry.training.config import TrainConfig, from_dict
-from medfoundry.training.fit import RUN_DATA_DIR, pretrain
-from medfoundry.transfer.weights import channel_names, transfer_weights
+from medfoundry.training.fit import pretrain
+from medfoundry.transfer.weights import transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -81,30 +83,24 @@ def finetune(
     jobs: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune the checkpoint ``source`` (a ``.pt`` file or run folder: its best, else final, else
+    """Fine-tune ``source`` (a model file, a checkpoint, or a run folder: its best, else final, else
     latest checkpoint) on ``data`` into ``run_dir``; returns :func:`pretrain`'s result plus ``init``
     (what was loaded, adapted, skipped and newly initialised)."""
-    from medfoundry.inference.predictor import resolve_checkpoint
-
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(p.name != RUN_DATA_DIR for p in run_dir.iterdir()):
-        raise MedfoundryError(
-            f"{run_dir} is not empty: use 'medfoundry pretrain --resume {run_dir}' to continue it"
-        )
+    check_new_run_dir(run_dir, f"use 'medfoundry pretrain --resume {run_dir}'")
     ckpt_path = resolve_checkpoint(source)
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = finetune_config(ckpt, cfg)
+    source_meta = load_checkpoint(ckpt_path, weights=False).meta  # the weights are read when used
+    cfg = finetune_config(source_meta, cfg)
     cfg.init_from = str(ckpt_path.resolve())
     pool_dir = prepare_target(
         data, run_dir / RUN_DATA_DIR, cfg.model, memory_gb, cfg.patch_size, jobs, progress
     )
-    target_labels = load_pool(pool_dir)["labels"]
-    activation = "sigmoid" if cfg.loss == "partial" else "softmax"
-    src_channels = channel_names(ckpt["labels"], ckpt["model"]["activation"])
-    tgt_channels = channel_names(target_labels, activation)
+    src_channels = source_meta["task"]["outputs"]["channels"]
+    tgt_channels = task_from_config(cfg, load_pool(pool_dir)["labels"]).outputs.channels
 
     def init_model(model) -> dict:
-        report = transfer_weights(model, ckpt["state_dict"], src_channels, tgt_channels)
+        weights = load_checkpoint(ckpt_path).weights  # dropped once copied into the model
+        report = transfer_weights(model, weights, list(src_channels), list(tgt_channels))
         report["source"] = cfg.init_from
         c = report["counts"]
         log.info(
@@ -116,7 +112,6 @@ def finetune(
         )
         return report
 
-    del ckpt["optimizer"]  # not needed past this point; frees memory for large models
     return pretrain(pool_dir, run_dir, cfg, progress=progress, init_model=init_model)
 
 
@@ -130,9 +125,9 @@ def train_or_resume(
 ) -> Path:
     """Reuse a finished run, resume an interrupted one, else start it: fine-tuned from ``source`` when
     given (``pool_dir`` may then be any target :func:`finetune` accepts), else from random weights."""
-    if (run_dir / "checkpoints" / "final.pt").is_file():
+    if find_checkpoint(run_dir, "final"):
         return run_dir
-    if (run_dir / "checkpoints" / "latest.pt").is_file():
+    if find_checkpoint(run_dir, "latest"):
         pretrain(None, run_dir, resume=True, progress=progress)
     elif source is not None:
         finetune(source, pool_dir, run_dir, cfg, jobs=jobs, progress=progress)

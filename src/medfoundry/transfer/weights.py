@@ -8,7 +8,8 @@ Rules, by parameter name:
   pretrained response);
 - ``bottleneck.pos_embed`` on another token grid (another patch size or stage layout): interpolated;
 - ``heads.*``: rows copied for output channels whose class name exists in the pretrained model (same
-  structure name), the other rows newly initialised;
+  structure name; channel names from the models' output descriptions), the other rows newly
+  initialised;
 - anything else (another depth, width or stage count): skipped, the new model keeps its initialisation.
 """
 
@@ -18,13 +19,6 @@ import torch
 from torch import nn
 
 from medfoundry.models.transformer import interpolate_pos_embed
-
-
-def channel_names(labels: dict[str, int], activation: str) -> list[str]:
-    """Class name of each output channel: sigmoid models ``[id 1, id 2, ...]``; softmax models
-    ``["background", id 1, ...]``."""
-    by_id = [n for n, _ in sorted(labels.items(), key=lambda kv: kv[1]) if labels[n] != 0]
-    return by_id if activation == "sigmoid" else ["background", *by_id]
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from medfoundry.io.atomic import atomic_path
+from medfoundry.utils.atomic import atomic_path
 
 
 class RunLog:
@@ -53,7 +53,8 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def plot_progress(run_dir: Path) -> Path:
-    """``progress.png``: training loss (and its moving average) and lr per step; validation Dice."""
+    """``progress.png``: training loss (and its moving average) and lr per step; validation Dice
+    during training (lines) and on whole volumes at the end (crosses)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,7 +62,8 @@ def plot_progress(run_dir: Path) -> Path:
 
     rows = read_metrics(run_dir)
     train = [r for r in rows if r.get("kind") == "train"]
-    val = [r for r in rows if r.get("kind") == "val"]
+    val = [r for r in rows if r.get("kind") == "val" and r.get("mode") != "full"]
+    full = [r for r in rows if r.get("kind") == "val" and r.get("mode") == "full"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     if train:
         steps = [r["step"] for r in train]
@@ -78,17 +80,25 @@ def plot_progress(run_dir: Path) -> Path:
         ax2.set_ylabel("lr")
         axes[0].set_xlabel("step")
         axes[0].legend(loc="upper right")
-    for key in sorted({k for r in val for k in r if k.startswith("val/") and k.endswith("/mean")}):
+    keys = sorted(
+        {k for r in val + full for k in r if k.startswith("val/") and k.endswith("/mean")}
+    )
+    for i, key in enumerate(keys):
+        colour = f"C{i % 10}"
         axes[1].plot(
             [r["step"] for r in val if key in r],
             [r[key] for r in val if key in r],
             marker="o",
+            color=colour,
             label=key[4:-5] or "all",
         )
+        ends = [(r["step"], r[key]) for r in full if key in r]
+        if ends:
+            axes[1].scatter(*zip(*ends, strict=True), marker="x", s=60, color=colour)
     axes[1].set_xlabel("step")
-    axes[1].set_ylabel("validation Dice")
+    axes[1].set_ylabel("validation Dice (x: whole volumes)")
     axes[1].set_ylim(0, 1)
-    if val:
+    if val or full:
         axes[1].legend(loc="lower right")
     fig.tight_layout()
     out = run_dir / "progress.png"

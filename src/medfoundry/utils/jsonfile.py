@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medfoundry import MedfoundryError
-from medfoundry.io.atomic import atomic_path
+from medfoundry.utils.atomic import atomic_path
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

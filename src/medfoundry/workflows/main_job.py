@@ -9,6 +9,7 @@ previous run finished (a half-finished training run is resumed exactly).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -19,32 +20,44 @@ from pathlib import Path
 import yaml
 
 from medfoundry import MedfoundryError
-from medfoundry.io.jsonfile import read_json, write_json
 from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool, load_pool
 from medfoundry.pool.spec import PoolSpec, load_pool_spec, pool_spec_from_dict
 from medfoundry.preprocessing import preprocess_pool
 from medfoundry.synth import write_synthetic_datasets
+from medfoundry.training.config import TrainConfig
+from medfoundry.utils.jsonfile import read_json, write_json
 
 log = logging.getLogger(__name__)
 REAL_DATA_PRESET = "shared_data_pool.yaml"
 REAL_HOLDOUT = "hippocampus"
 
 
+def main_job_training() -> TrainConfig:
+    """The training settings of every run of the main job (sized for a 2-core CPU): the model, the
+    patch (default: the plan's; 32 x 64 x 64 on the synthetic data), batch 2, lr 0.01, two threads,
+    one data worker, validation on at most 4 cases per dataset."""
+    t = TrainConfig(batch_size=2, threads=2)
+    t.optim.lr, t.data.num_workers, t.validation.max_cases = 0.01, 1, 4
+    return t
+
+
 @dataclasses.dataclass
 class PipelineConfig:
-    model: str = "tsfm_s"
     memory_gb: float = 8.0
-    patch_size: list[int] | None = None
-    """Training patch (Z, Y, X); default: the plan's (the synthetic default is 32 x 64 x 64)."""
-    batch_size: int = 2
     pretrain_steps: int = 400
+    """Pretraining: four epochs of ``pretrain_steps // 4`` steps."""
     finetune_epochs: int = 4
     finetune_iters: int = 25
     """Fine-tuning and from-scratch runs: epochs x iterations, validated after every epoch."""
-    lr: float = 0.01
-    val_cases: int = 4
-    threads: int = 2
+    train: TrainConfig = dataclasses.field(default_factory=main_job_training)
+    """Every other training setting, shared by the pretraining, fine-tuning and scratch runs."""
+
+    def run_config(self, epochs: int, iters: int) -> TrainConfig:
+        """``train`` with this schedule (a copy)."""
+        cfg = copy.deepcopy(self.train)
+        cfg.epochs, cfg.iters_per_epoch = epochs, iters
+        return cfg
 
 
 def run_pipeline(
@@ -78,7 +91,7 @@ def run_pipeline(
                 work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress
             )
         )
-        cfg.patch_size = cfg.patch_size or [32, 64, 64]
+        cfg.train.patch_size = cfg.train.patch_size or [32, 64, 64]
         timings["synth_s"] = round(time.perf_counter() - t, 3)
     pre_spec, target_spec = split_holdout(spec, holdout or spec.datasets[-1].name)
     pool_dir = work / "pool"
@@ -130,53 +143,21 @@ def real_data_spec(data_dir: str | os.PathLike) -> PoolSpec:
 
 
 def _plan(pool_dir: Path, cfg: PipelineConfig) -> None:
-    make_plan(pool_dir, model=cfg.model, memory_gb=cfg.memory_gb, batch_size=cfg.batch_size)
-
-
-def cpu_train_config(
-    model: str,
-    epochs: int,
-    iters: int,
-    patch,
-    batch_size: int,
-    lr: float,
-    val_cases: int,
-    val_every: int = 1,
-    threads: int = 2,
-):
-    """A TrainConfig for the main job and the transfer benchmark (one data worker, ``threads``)."""
-    from medfoundry.training.config import TrainConfig
-
-    t = TrainConfig(model=model, epochs=epochs, iters_per_epoch=iters, val_every=val_every)
-    t.patch_size, t.batch_size, t.threads = patch, batch_size, threads
-    t.optim.lr, t.data.val_max_cases, t.data.num_workers = lr, val_cases, 1
-    return t
-
-
-def _train_config(cfg: PipelineConfig, epochs: int, iters: int):
-    return cpu_train_config(
-        cfg.model,
-        epochs,
-        iters,
-        cfg.patch_size,
-        cfg.batch_size,
-        cfg.lr,
-        cfg.val_cases,
-        threads=cfg.threads,
-    )
+    t = cfg.train
+    make_plan(pool_dir, model=t.model, memory_gb=cfg.memory_gb, batch_size=t.batch_size)
 
 
 def _pretrain(pool_dir: Path, run: Path, cfg: PipelineConfig, progress: bool) -> None:
     from medfoundry.transfer.finetune import train_or_resume
 
-    per_epoch = max(1, cfg.pretrain_steps // 4)
-    train_or_resume(run, pool_dir, _train_config(cfg, 4, per_epoch), None, progress)
+    tcfg = cfg.run_config(4, max(1, cfg.pretrain_steps // 4))
+    train_or_resume(run, pool_dir, tcfg, None, progress)
 
 
 def _finetune(work: Path, target: PoolSpec, cfg: PipelineConfig, jobs: int, progress: bool) -> None:
     from medfoundry.transfer.finetune import train_or_resume
 
-    tcfg = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_iters)
+    tcfg = cfg.run_config(cfg.finetune_epochs, cfg.finetune_iters)
     train_or_resume(work / "finetune", target, tcfg, work / "pretrain", progress, jobs)
 
 
@@ -184,7 +165,7 @@ def _scratch(work: Path, cfg: PipelineConfig, progress: bool) -> None:
     """The fine-tuning run's twin: same target data, config and steps, random initial weights."""
     from medfoundry.transfer.finetune import train_or_resume
 
-    tcfg = _train_config(cfg, cfg.finetune_epochs, cfg.finetune_iters)
+    tcfg = cfg.run_config(cfg.finetune_epochs, cfg.finetune_iters)
     train_or_resume(work / "scratch", work / "finetune" / "target", tcfg, None, progress)
 
 
@@ -221,8 +202,8 @@ def _evaluate(work: Path, jobs: int, progress: bool) -> None:
 
 
 def _report(work: Path, pool_dir: Path, target: str, timings: dict) -> dict:
-    from medfoundry.report import save_overlay, transfer_rows, write_report
-    from medfoundry.training.runlog import read_metrics
+    from medfoundry.runs.metrics import read_metrics
+    from medfoundry.workflows.report import save_overlay, transfer_rows, write_report
 
     val = {
         run: [r for r in read_metrics(work / run) if r["kind"] == "val"]
@@ -276,7 +257,8 @@ def _report(work: Path, pool_dir: Path, target: str, timings: dict) -> dict:
 
 
 def _best(val: list[dict]):
-    scores = [r["val/mean"] for r in val if "val/mean" in r]
+    """The best validation during training (the one the best checkpoint follows)."""
+    scores = [r["val/mean"] for r in val if "val/mean" in r and r.get("mode") != "full"]
     return max(scores) if scores else None
 
 

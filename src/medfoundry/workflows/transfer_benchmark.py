@@ -10,79 +10,79 @@ Every run folder is reused when finished and resumed when not, so the command ca
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from medfoundry import MedfoundryError
-from medfoundry.pipeline import real_data_spec
 from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool
 from medfoundry.preprocessing import preprocess_pool
+from medfoundry.runs.checkpoint import checkpoint_path
+from medfoundry.training.config import TrainConfig, read_preset
+from medfoundry.utils.typed_config import config_from_dict
+from medfoundry.workflows.main_job import real_data_spec
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class Direction:
-    name: str
-    pool: list[str]
-    target: str
+    name: str = ""
+    pool: list[str] = dataclasses.field(default_factory=list)
+    """The pretraining pool: dataset names of ``shared_data_pool.yaml``."""
+    target: str = ""
     target_patch: list[int] | None = None
+
+
+def bench_training() -> TrainConfig:
+    """The training settings of every run of the benchmark unless the preset says otherwise."""
+    t = TrainConfig(batch_size=4, iters_per_epoch=25, threads=2)
+    t.optim.lr, t.data.num_workers = 0.01, 1
+    return t
 
 
 @dataclasses.dataclass
 class TransferBenchConfig:
-    model: str = "tsfm_s"
-    batch_size: int = 4
-    lr: float = 0.01
     pretrain_steps: int = 1200
+    """Pretraining: four epochs of ``pretrain_steps // 4`` steps."""
     pretrain_patch: list[int] | None = None
-    iters_per_epoch: int = 25
     ks: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 5, 10])
+    """Fine-tuning and from-scratch budgets, in epochs of ``train.iters_per_epoch``."""
     full_epochs: int = 50
     full_val_every: int = 10
-    val_cases: int = 20
     head_warmup_fraction: float = 0.0
     """Share of each fine-tuning run's steps that trains the new head alone (``head_warmup_steps``)."""
+    train: TrainConfig = dataclasses.field(default_factory=bench_training)
+    """Every other training setting (model, batch, lr, validation cases...), for every run."""
     directions: list[Direction] = dataclasses.field(default_factory=list)
+
+    def run_config(
+        self, epochs: int, patch, val_every: int, iters: int | None = None
+    ) -> TrainConfig:
+        """``train`` with this schedule, patch and validation interval (a copy)."""
+        cfg = copy.deepcopy(self.train)
+        cfg.epochs, cfg.patch_size, cfg.validation.every = epochs, patch, val_every
+        cfg.iters_per_epoch = iters or cfg.iters_per_epoch
+        return cfg
 
 
 def load_bench_config(name_or_path: str) -> TransferBenchConfig:
-    path = Path(name_or_path)
-    if path.is_file():
-        raw = yaml.safe_load(path.read_text())
-    else:
-        res = resources.files("medfoundry").joinpath("presets", f"{name_or_path}.yaml")
-        if not res.is_file():
-            raise MedfoundryError(f"preset '{name_or_path}' not found")
-        raw = yaml.safe_load(res.read_text())
-    if not isinstance(raw, dict):
-        raise MedfoundryError(f"{name_or_path}: a benchmark preset must be a YAML mapping")
-    known = {f.name for f in dataclasses.fields(TransferBenchConfig)}
-    if unknown := set(raw) - known:
-        raise MedfoundryError(f"unknown benchmark key(s) {sorted(unknown)}")
-    raw["directions"] = [_direction_spec(name_or_path, d) for d in raw.get("directions") or []]
-    cfg = TransferBenchConfig(**raw)
+    """A benchmark preset (a bundled name or a YAML file), checked key by key."""
+    cfg = config_from_dict(TransferBenchConfig, read_preset(name_or_path))
+    for d in cfg.directions:
+        if not (d.name and d.pool and d.target):
+            raise MedfoundryError(
+                f"{name_or_path}: each direction needs name, pool and target (optional target_patch)"
+            )
     if not 0 <= cfg.head_warmup_fraction < 1:
         raise MedfoundryError(
             f"{name_or_path}: head_warmup_fraction must be in [0, 1), got {cfg.head_warmup_fraction}"
         )
     return cfg
-
-
-def _direction_spec(source: str, raw) -> Direction:
-    fields = {f.name for f in dataclasses.fields(Direction)}
-    if not isinstance(raw, dict) or not {"name", "pool", "target"} <= set(raw) <= fields:
-        raise MedfoundryError(
-            f"{source}: each direction needs name, pool and target (optional target_patch), got {raw!r}"
-        )
-    return Direction(**raw)
 
 
 def run_transfer_benchmark(
@@ -119,48 +119,44 @@ def _direction(spec, d: Direction, out: Path, cfg, jobs, progress) -> list[dict]
     if not (pool_dir / "preprocessed" / "manifest.json").is_file():
         build_pool(pool_spec, pool_dir, jobs=jobs, progress=progress)
         make_plan(
-            pool_dir, model=cfg.model, patch_size_vox=cfg.pretrain_patch, batch_size=cfg.batch_size
+            pool_dir,
+            model=cfg.train.model,
+            patch_size_vox=cfg.pretrain_patch,
+            batch_size=cfg.train.batch_size,
         )
         preprocess_pool(pool_dir, jobs=jobs, progress=progress)
     target_dir = out / "target"
     if not (target_dir / "preprocessed" / "manifest.json").is_file():
-        prepare_target(target_spec, target_dir, cfg.model, 8.0, d.target_patch, jobs, progress)
-    per_epoch = max(1, cfg.pretrain_steps // 4)
-    pre_cfg = _cfg(cfg, 4, per_epoch, cfg.pretrain_patch, 1)
+        prepare_target(
+            target_spec, target_dir, cfg.train.model, 8.0, d.target_patch, jobs, progress
+        )
+    pre_cfg = cfg.run_config(4, cfg.pretrain_patch, 1, iters=max(1, cfg.pretrain_steps // 4))
     pre = train_or_resume(out / "pretrain", pool_dir, pre_cfg, None, progress)
     rows = []
     for k in cfg.ks:
         for kind, source in (
-            ("fine-tuned", pre / "checkpoints" / "final.pt"),
+            ("fine-tuned", checkpoint_path(pre, "final")),
             ("from scratch", None),
         ):
             run = out / f"{'finetune' if source else 'scratch'}_k{k}"
-            tcfg = _cfg(cfg, k, cfg.iters_per_epoch, d.target_patch, k)
+            tcfg = cfg.run_config(k, d.target_patch, k)
             if source:
-                tcfg.head_warmup_steps = int(cfg.head_warmup_fraction * k * cfg.iters_per_epoch)
+                tcfg.head_warmup_steps = int(cfg.head_warmup_fraction * k * tcfg.iters_per_epoch)
             rows.append(
                 _row(kind, k, train_or_resume(run, target_dir, tcfg, source, progress), d.target)
             )
-    full_cfg = _cfg(cfg, cfg.full_epochs, cfg.iters_per_epoch, d.target_patch, cfg.full_val_every)
+    full_cfg = cfg.run_config(cfg.full_epochs, d.target_patch, cfg.full_val_every)
     full = train_or_resume(out / "scratch_full", target_dir, full_cfg, None, progress)
     rows.append(_row("from scratch (full)", cfg.full_epochs, full, d.target))
     _write_table(out, d, rows, cfg)
     return rows
 
 
-def _cfg(b: TransferBenchConfig, epochs: int, iters: int, patch, val_every: int):
-    from medfoundry.pipeline import cpu_train_config
-
-    return cpu_train_config(
-        b.model, epochs, iters, patch, b.batch_size, b.lr, b.val_cases, val_every
-    )
-
-
 def _row(kind: str, epochs: int, run: Path, dataset: str) -> dict:
-    from medfoundry.training.runlog import read_metrics
+    from medfoundry.runs.metrics import read_metrics
 
     rows = read_metrics(run)
-    val = [r for r in rows if r["kind"] == "val"][-1]
+    val = [r for r in rows if r["kind"] == "val"][-1]  # the final whole-volume validation
     steps = max(r["step"] for r in rows if r["kind"] == "train")
     train_s = sum(r["step_time_s"] for r in rows if r["kind"] == "train")
     prefix = f"val/{dataset}/"
@@ -186,11 +182,12 @@ def _write_table(out: Path, d: Direction, rows: list[dict], cfg) -> None:
         w = csv.writer(f)
         w.writerow(cols)
         w.writerows([[r.get(c, "") for c in cols] for r in rows])
-    full = rows[-1]["mean"]
+    full, t = rows[-1]["mean"], cfg.train
     lines = [
         f"### {d.name}: pretrain on {', '.join(d.pool)}, transfer to {d.target}",
         "",
-        f"Validation Dice on {d.target} (<= {cfg.val_cases} held-out cases); an epoch is {cfg.iters_per_epoch} iterations of batch {cfg.batch_size}.",
+        f"Validation Dice of the final weights on {d.target} (<= {t.validation.max_cases} held-out "
+        f"whole volumes); an epoch is {t.iters_per_epoch} iterations of batch {t.batch_size}.",
         "",
         "| " + " | ".join(cols) + " | % of full |",
         "|" + "---|" * (len(cols) + 1),

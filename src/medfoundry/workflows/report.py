@@ -11,24 +11,38 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry.io import read_image, read_label
-from medfoundry.io.atomic import atomic_path
+from medfoundry.utils.atomic import atomic_path
 
 COLOURS = [(0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.2, 0.4, 1.0), (1.0, 0.8, 0.0), (0.9, 0.2, 0.9)]
 
 
 def transfer_rows(finetune_val: list[dict], scratch_val: list[dict], dataset: str) -> list[dict]:
-    """One row per validation point: step, epoch, fine-tuned and from-scratch mean Dice."""
+    """One row per validation during training (step, epoch, fine-tuned and from-scratch mean Dice on
+    the validation patches), then ``epoch: "final"``: the whole-volume validation of the final weights."""
     key = f"val/{dataset}/mean"
-    scratch = {r["step"]: r.get(key) for r in scratch_val}
-    return [
+    periodic = lambda rows: [r for r in rows if r.get("mode") != "full"]  # noqa: E731
+    final = lambda rows: ([r.get(key) for r in rows if r.get("mode") == "full"] or [None])[-1]  # noqa: E731
+    scratch = {r["step"]: r.get(key) for r in periodic(scratch_val)}
+    rows = [
         {
             "epoch": r["epoch"],
             "step": r["step"],
             "finetuned": r.get(key),
             "scratch": scratch.get(r["step"]),
         }
-        for r in finetune_val
+        for r in periodic(finetune_val)
     ]
+    if final(finetune_val) is not None or final(scratch_val) is not None:
+        last = max((r["step"] for r in finetune_val), default=None)
+        rows.append(
+            {
+                "epoch": "final",
+                "step": last,
+                "finetuned": final(finetune_val),
+                "scratch": final(scratch_val),
+            }
+        )
+    return rows
 
 
 def save_overlay(image_path, ref_path, pred_path, out_png: Path, title: str) -> Path:
@@ -82,7 +96,9 @@ def write_report(out_dir: Path, title: str, sections: dict) -> Path:
         ),
         "</table>",
         "<h2>Transfer: validation mean Dice on the held-out dataset</h2>",
-        "<p>The same model, data and steps, initialised from the pretrained checkpoint or at random.</p>",
+        "<p>The same model, data and steps, initialised from the pretrained checkpoint or at random. "
+        "Per epoch: Dice on a fixed set of validation patches (voxel counts pooled over the patches, "
+        "nnU-Net's pseudo Dice); final: the final weights on the whole validation volumes.</p>",
         "<table><tr><th>epoch</th><th>step</th><th>fine-tuned</th><th>from scratch</th></tr>",
         *(
             f"<tr><td>{r['epoch']}</td><td>{r['step']}</td><td>{_f(r['finetuned'])}</td><td>{_f(r['scratch'])}</td></tr>"

@@ -1,0 +1,50 @@
+"""Heads a task puts on the TSFM backbone (torch only). A head maps :class:`Features` to outputs.
+
+Each head kind is registered in :data:`HEADS` under the name a model description uses
+(``{"kind": "segmentation", ...}``); the rest of the description is the head's keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Features:
+    """What the backbone computes for a batch ``(B, C, Z, Y, X)``."""
+
+    bottleneck: torch.Tensor
+    """``(B, F_last, z, y, x)``: the Transformer bottleneck's output at the lowest resolution."""
+    decoder: list[torch.Tensor]
+    """Decoder outputs from full resolution down: ``decoder[s]`` is ``(B, F_s, Z_s, Y_s, X_s)``
+    (empty when the head does not use the decoder)."""
+
+
+class SegmentationHead(nn.Module):
+    """1x1x1 convolutions to ``num_outputs`` logits per voxel, on the full-resolution decoder features,
+    and with deep supervision on every decoder level but the lowest (outputs full resolution first)."""
+
+    uses_decoder = True
+
+    def __init__(self, features: list[int], num_outputs: int, deep_supervision: bool = False):
+        super().__init__()
+        levels = len(features) - 1 if deep_supervision else 1
+        self.deep_supervision = deep_supervision
+        self.convs = nn.ModuleList(nn.Conv3d(features[s], num_outputs, 1) for s in range(levels))
+
+    def forward(self, f: Features) -> torch.Tensor | list[torch.Tensor]:
+        if not self.deep_supervision:
+            return self.convs[0](f.decoder[0])  # (B, num_outputs, Z, Y, X)
+        return [conv(x) for conv, x in zip(self.convs, f.decoder, strict=False)]
+
+
+HEADS: dict[str, type[nn.Module]] = {"segmentation": SegmentationHead}
+
+
+def build_head(spec: dict, features: list[int]) -> nn.Module:
+    """The head ``spec`` describes (``kind`` + keyword arguments) for backbone ``features``."""
+    kwargs = {k: v for k, v in spec.items() if k != "kind"}
+    return HEADS[spec["kind"]](features, **kwargs)

@@ -1,0 +1,79 @@
+"""The run folder, and the one writer of its checkpoints.
+
+``RUN_DIR/``: ``config.yaml`` (resolved config), ``plan.json``, ``labels.json``, ``splits.json``,
+``init.json`` (fine-tuning: what was loaded), ``metrics.jsonl``, ``tensorboard/``, ``progress.png``
+(:mod:`medfoundry.runs.metrics`) and ``checkpoints/{latest,best,final}.safetensors``
+(:mod:`medfoundry.runs.checkpoint`). A fine-tuning run may also hold ``target/``, its preprocessed
+target pool, made before training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from medfoundry import MedfoundryError
+from medfoundry.runs.checkpoint import CHECKPOINT_NAMES, checkpoint_path, save_checkpoint
+from medfoundry.runs.metrics import RunLog
+from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.jsonfile import write_json
+
+RUN_DATA_DIR = "target"
+"""A new run folder may already hold this subfolder: the preprocessed target of a fine-tuning run."""
+
+
+def check_new_run_dir(run_dir: str | os.PathLike, hint: str = "use --resume RUN_DIR") -> None:
+    """Refuse a run folder that holds anything but a fine-tuning target (one line, nothing written)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MedfoundryError(f"{run_dir} is a file, not a run folder")
+    if run_dir.exists() and any(p.name != RUN_DATA_DIR for p in run_dir.iterdir()):
+        raise MedfoundryError(f"{run_dir} is not empty: {hint} to continue it, or another folder")
+
+
+def open_run_dir(run_dir: Path, meta: dict, step: int) -> RunLog:
+    """Write the run's description files (from a checkpoint's ``meta``) and open its metrics log,
+    dropping lines logged after ``step`` (a resumed run logs them again)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(meta["config"], sort_keys=False))
+    write_json(run_dir / "plan.json", meta["plan"])
+    write_json(run_dir / "labels.json", meta["labels"])
+    write_json(run_dir / "splits.json", meta["run"]["splits"])
+    if meta["run"]["init"] is not None:
+        write_json(run_dir / "init.json", meta["run"]["init"])
+    runlog = RunLog(run_dir)
+    runlog.truncate_after(step)
+    return runlog
+
+
+class CheckpointWriter:
+    """Owns ``RUN_DIR/checkpoints/{latest,best,final}``: one save writes the first name's file, and
+    the other names become hard links to it (no second write; each name is still replaced
+    atomically, so a later ``latest`` leaves ``best`` as it was)."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+
+    def save(self, names: list[str], meta: dict, weights: dict, optimizer: dict, rng) -> None:
+        unknown = set(names) - set(CHECKPOINT_NAMES)
+        assert not unknown, f"not a checkpoint name: {unknown}"
+        save_checkpoint(checkpoint_path(self.run_dir, names[0]), meta, weights, optimizer, rng)
+        for name in names[1:]:
+            self.link(name, names[0])
+
+    def link(self, name: str, existing: str) -> None:
+        """Make ``name`` the same file as the ``existing`` one (replaced atomically)."""
+        source = checkpoint_path(self.run_dir, existing)
+        with atomic_path(checkpoint_path(self.run_dir, name)) as tmp:
+            try:
+                os.link(source, tmp)
+            except OSError:  # a file system without hard links
+                tmp.write_bytes(source.read_bytes())
+
+    def discard(self, name: str) -> None:
+        """Remove ``name`` (e.g. ``final`` when a finished run is continued for longer)."""
+        checkpoint_path(self.run_dir, name).unlink(missing_ok=True)
+        (self.run_dir / "checkpoints" / f"{name}.pt").unlink(missing_ok=True)

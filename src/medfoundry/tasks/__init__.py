@@ -1,0 +1,28 @@
+"""Tasks on the TSFM backbone (see :mod:`medfoundry.tasks.base` for the seam every task fills)."""
+
+from medfoundry.tasks.base import OutputSpec, Task
+from medfoundry.tasks.segmentation import SegmentationTask, channel_names
+
+TASKS = {"segmentation": SegmentationTask}
+
+
+def task_from_config(cfg, labels: dict[str, int]) -> Task:
+    """The task a :class:`~medfoundry.training.config.TrainConfig` trains, over a label space."""
+    return TASKS[cfg.task].from_config(cfg, labels)
+
+
+def task_from_description(description: dict) -> Task:
+    """The task a checkpoint or model file describes (its ``task``, ``labels`` and model ``head``)."""
+    d = description["task"]
+    return TASKS[d["name"]].from_description(d, description["labels"], description["model"]["head"])
+
+
+__all__ = [
+    "TASKS",
+    "OutputSpec",
+    "SegmentationTask",
+    "Task",
+    "channel_names",
+    "task_from_config",
+    "task_from_description",
+]

@@ -1,0 +1,118 @@
+"""Semantic segmentation: a per-voxel head, the partial-label (sigmoid) or softmax loss, one decoding
+rule, and validation Dice per dataset and class.
+
+Label space: ``labels`` maps class names to global ids, background 0. Output channels
+(:func:`channel_names`): sigmoid models have one channel per foreground class in id order (channel
+``k - 1`` is class ``k``); softmax models have ``background`` first. Batches hold ``label``
+``(B, Z, Y, X)`` int64 global ids and ``valid`` ``(B, K)`` bool, where ``valid[b, k - 1]`` says the
+sample's dataset annotates class ``k``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medfoundry.evaluation import DiceAccumulator
+from medfoundry.losses import partial_label_loss, softmax_ce_dice_loss
+from medfoundry.tasks.base import OutputSpec
+
+ACTIVATION_OF_LOSS = {"partial": "sigmoid", "softmax": "softmax"}
+"""The one place that says which output activation a training loss implies."""
+LOSS_OF_ACTIVATION = {"sigmoid": partial_label_loss, "softmax": softmax_ce_dice_loss}
+
+
+def channel_names(labels: dict[str, int], activation: str) -> tuple[str, ...]:
+    """Class name of each output channel: sigmoid ``(id 1, id 2, ...)``; softmax
+    ``("background", id 1, ...)``."""
+    by_id = tuple(n for n, i in sorted(labels.items(), key=lambda kv: kv[1]) if i != 0)
+    return by_id if activation == "sigmoid" else ("background", *by_id)
+
+
+class SegmentationTask:
+    name = "segmentation"
+    batch_keys = ("image", "label", "valid")
+
+    def __init__(
+        self, labels: dict[str, int], activation: str, deep_supervision: bool = False
+    ) -> None:
+        self.labels = dict(labels)
+        self.names = {i: n for n, i in self.labels.items()}
+        self.outputs = OutputSpec(activation, channel_names(self.labels, activation))
+        self.deep_supervision = deep_supervision
+        self._loss = LOSS_OF_ACTIVATION[activation]
+
+    @classmethod
+    def from_config(cls, cfg, labels: dict[str, int]) -> SegmentationTask:
+        """For training with :class:`~medfoundry.training.config.TrainConfig` ``cfg``."""
+        return cls(labels, ACTIVATION_OF_LOSS[cfg.loss], cfg.deep_supervision)
+
+    @classmethod
+    def from_description(cls, d: dict, labels: dict[str, int], head: dict) -> SegmentationTask:
+        return cls(labels, d["outputs"]["activation"], head.get("deep_supervision", False))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "outputs": self.outputs.to_json()}
+
+    def head(self) -> dict:
+        return {
+            "kind": "segmentation",
+            "num_outputs": len(self.outputs.channels),
+            "deep_supervision": self.deep_supervision,
+        }
+
+    def loss(self, outputs, batch: dict) -> torch.Tensor:
+        """The loss of ``outputs`` ``(B, K, Z, Y, X)`` logits (or, with deep supervision, a list from
+        full resolution down: each against nearest-downsampled labels, weighted 1/2^i)."""
+        label, valid = batch["label"], batch["valid"]
+        if not isinstance(outputs, list):
+            return self._loss(outputs.float(), label, valid)
+        weights = [0.5**i for i in range(len(outputs))]
+        total = 0.0
+        for w, o in zip(weights, outputs, strict=True):
+            lab = label
+            if o.shape[2:] != label.shape[1:]:
+                small = F.interpolate(label[:, None].float(), size=o.shape[2:], mode="nearest")
+                lab = small[:, 0].long()
+            total = total + w * self._loss(o.float(), lab, valid)
+        return total / sum(weights)
+
+    def decode(self, logits: torch.Tensor, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decision rule, for logits ``(K, Z, Y, X)`` restricted to the named ``classes``.
+
+        Returns ``probabilities`` ``(1 + n, Z, Y, X)`` (background, then ``classes`` in order) and the
+        ``index`` ``(Z, Y, X)`` int64 of the winner (0: background, i: ``classes[i - 1]``). Sigmoid:
+        each class's probability is its channel's sigmoid and background is ``1 - max`` of them, so a
+        class wins where it is the most probable and above 0.5. Softmax: a softmax over background
+        and the classes' channels (the other classes' channels are left out).
+        """
+        channel = {n: i for i, n in enumerate(self.outputs.channels)}
+        if self.outputs.activation == "sigmoid":
+            p = torch.sigmoid(logits[[channel[n] for n in classes]].float())
+            bg = 1 - p.max(0).values if classes else torch.ones_like(logits[0], dtype=p.dtype)
+            probs = torch.cat([bg[None], p])
+        else:
+            probs = torch.softmax(logits[[0, *(channel[n] for n in classes)]].float(), 0)
+        return probs, probs.argmax(0)
+
+    def decode_ids(self, logits: torch.Tensor, class_ids: list[int]) -> np.ndarray:
+        """``(Z, Y, X)`` global-id label map (uint8/uint16) of :meth:`decode` over ``class_ids``."""
+        _, index = self.decode(logits, [self.names[c] for c in class_ids])
+        lut = np.array(
+            [0, *class_ids], dtype=np.uint8 if max(class_ids, default=0) < 256 else np.uint16
+        )
+        return lut[index.cpu().numpy()]
+
+    def new_metric(self, pooled: bool) -> DiceAccumulator:
+        return DiceAccumulator(pooled)
+
+    def update_metric(self, metric: DiceAccumulator, logits: torch.Tensor, batch: dict) -> None:
+        """Score each sample of ``logits`` ``(B, K, Z, Y, X)`` against ``batch["label"]`` on the
+        classes its dataset annotates; the group is the dataset (``case_ids`` are ``dataset/case``)."""
+        for b, case_id in enumerate(batch["case_ids"]):
+            classes = [int(k) + 1 for k in torch.nonzero(torch.as_tensor(batch["valid"][b]))[:, 0]]
+            pred = self.decode_ids(logits[b], classes)
+            ref = np.asarray(batch["label"][b])
+            for c in classes:
+                metric.add(case_id.split("/", 1)[0], self.names[c], pred == c, ref == c)
