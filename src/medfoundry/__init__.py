@@ -1,8 +1,10 @@
 """medfoundry: build, adapt and run medical-imaging segmentation foundation models.
 
-The package reads like the method section of a foundation-model paper, one folder per stage:
-``io`` -> ``pool`` -> ``planning`` -> ``preprocessing`` -> (``data`` -> ``models`` -> ``losses`` ->
-``training`` -> ``transfer`` -> ``inference`` -> ``evaluation``) -> ``cli``.
+The package reads like the method section of a foundation-model paper, one folder per stage, each
+importing only those before it (checked by ``lint-imports``): ``utils`` -> ``io`` -> ``pool`` /
+``synth`` / ``models`` -> ``planning`` -> ``preprocessing`` / ``runs`` -> ``data`` / ``losses`` /
+``evaluation`` -> ``tasks`` -> ``inference`` -> ``training`` -> ``transfer`` -> ``workflows`` ->
+``api`` -> ``cli``.
 """
 
 __version__ = "0.1.0"

@@ -205,3 +205,19 @@ def test_save_then_load_round_trips_every_part(pretrained, tmp_path):
         torch.equal(a["state"][i]["momentum_buffer"], b["state"][i]["momentum_buffer"])
         for i in a["state"]
     )
+
+
+def test_best_is_written_before_latest(pretrained, tmp_path, monkeypatch):
+    """A kill between the two names must not leave a resume point newer than ``best``."""
+    from medfoundry.runs.run_folder import CheckpointWriter
+
+    ckpt = load_checkpoint(pretrained / "checkpoints" / "latest.safetensors", training=True)
+    writer = CheckpointWriter(tmp_path)
+
+    def killed(self, name, existing):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CheckpointWriter, "link", killed)
+    with pytest.raises(KeyboardInterrupt):
+        writer.save(["latest", "best"], ckpt.meta, ckpt.weights, ckpt.optimizer, ckpt.rng)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["best.safetensors"]

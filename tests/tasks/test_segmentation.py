@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from medfoundry import MedfoundryError
 from medfoundry.evaluation import DiceAccumulator, dice_score
 from medfoundry.tasks import TASKS, SegmentationTask, channel_names
 from medfoundry.training.config import TaskName
@@ -59,6 +60,23 @@ def test_channels_and_the_task_registry():
     assert task.head() == {"kind": "segmentation", "num_outputs": 4, "deep_supervision": True}
     again = SegmentationTask.from_description(task.describe(), LABELS, task.head())
     assert again.outputs == task.outputs and again.deep_supervision
+    # Decoding reads the stored channel order, not one rebuilt from the labels.
+    stored = {
+        "name": "segmentation",
+        "outputs": {"activation": "sigmoid", "channels": ["kidney", "liver", "spleen"]},
+    }
+    head = {"kind": "segmentation", "num_outputs": 3, "deep_supervision": False}
+    swapped = SegmentationTask.from_description(stored, LABELS, head)
+    logits = torch.tensor([5.0, -5.0, -5.0]).view(3, 1, 1, 1)  # channel 0 sure
+    assert swapped.decode_ids(logits, [1, 2, 3]).item() == 3  # kidney
+    with pytest.raises(MedfoundryError, match="channels for a head of 4"):
+        SegmentationTask.from_description(stored, LABELS, {**head, "num_outputs": 4})
+    with pytest.raises(MedfoundryError, match="no channel for \\['spleen'\\]"):
+        bad = {
+            "name": "segmentation",
+            "outputs": {"activation": "sigmoid", "channels": ["kidney", "liver", "x"]},
+        }
+        SegmentationTask.from_description(bad, LABELS, head)
 
 
 def test_deep_supervision_loss_weights_lower_levels_by_halves():

@@ -59,7 +59,11 @@ def test_run_folder_metrics_and_checkpoint(real_small_pool, tmp_path):
     val = [r for r in rows if r["kind"] == "val"]
     assert [r["step"] for r in train] == list(range(1, 9))
     # Patches after each epoch, then the final weights on whole volumes.
-    assert [(r["mode"], r["step"]) for r in val] == [("patch", 4), ("patch", 8), ("full", 8)]
+    assert [(r["mode"], r["step"], r.get("final")) for r in val] == [
+        ("patch", 4, None),
+        ("patch", 8, None),
+        ("full", 8, True),
+    ]
     assert {"loss", "lr", "step_time_s", "data_wait_frac"} <= set(train[0])
     for r in val:
         assert {
@@ -208,7 +212,10 @@ def test_the_readme_torchrun_command_with_default_settings(real_small_pool, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step 4: loss" in done.stdout and "final (whole volumes)" in done.stdout
     val = [r for r in read_metrics(run) if r["kind"] == "val"]
-    assert [(r["mode"], r["step"]) for r in val] == [("patch", 4), ("full", 4)]
+    assert [(r["mode"], r["step"], r.get("final")) for r in val] == [
+        ("patch", 4, None),
+        ("full", 4, True),
+    ]
     assert all(0 <= r["val/mean"] <= 1 for r in val)
     for name in ("latest", "best", "final"):
         assert (
@@ -301,9 +308,9 @@ def test_a_finished_run_continues_to_more_epochs(real_small_pool, tmp_path, caps
     assert capsys.readouterr().out.startswith("step 12: loss ")
     train = [r for r in read_metrics(run) if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 13))
-    lr0 = _cfg().optim.lr
-    assert train[7]["lr"] == 0.0  # the end of the 8-step schedule
-    assert train[8]["lr"] == pytest.approx(lr0 * (1 - 9 / 12) ** 0.9)  # the 12-step one
+    lr0 = _cfg().optim.lr  # the rate each step used:
+    assert train[7]["lr"] == pytest.approx(lr0 * (1 - 7 / 8) ** 0.9)  # the 8-step schedule
+    assert train[8]["lr"] == pytest.approx(lr0 * (1 - 8 / 12) ** 0.9)  # then the 12-step one
     final = load_checkpoint(run / "checkpoints" / "final.safetensors")
     assert final.meta["state"]["step"] == 12 and final.meta["config"]["epochs"] == 3
     assert main(["-q", "pretrain", "--resume", str(run), "--set", "seed=1"]) == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from medfoundry.runs.checkpoint import load_checkpoint
+from medfoundry.runs.metrics import read_metrics
 from medfoundry.training import distributed as D
 from medfoundry.training.config import TrainConfig, apply_overrides
 from medfoundry.training.fit import pretrain
@@ -17,12 +18,20 @@ NO_VAL = ["validation.every=0", "validation.final=false", "epochs=1", "iters_per
 
 
 def test_k_steps_in_memory_are_the_steps_of_a_run(real_small_pool, tmp_path):
+    """run_steps from an in-memory state (no run folder, no validation) takes the steps of a run
+    that validates (patches) after each of its epochs and writes checkpoints: validation and saving
+    change nothing in the training."""
     cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", *FAST_FIT, *NO_VAL])
     t = build_training(real_small_pool, cfg, D.DistInfo())
     records = run_steps(t.state, t.task, t.batches, 4, t.opts)
     assert [r["step"] for r in records] == [1, 2, 3, 4] and t.state.step == 4
     assert not (tmp_path / "run").exists()
+    with_val = ["epochs=2", "iters_per_epoch=2", "validation.every=1", "ckpt_every_steps=1"]
+    cfg = apply_overrides(cfg, with_val)  # the same 4-step schedule, with validation
     out = pretrain(real_small_pool, tmp_path / "run", cfg, progress=False)
+    assert [r["mode"] for r in read_metrics(tmp_path / "run") if r["kind"] == "val"] == 2 * [
+        "patch"
+    ]
     assert out["loss"] == records[-1]["loss"]
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "final.safetensors").weights
     for name, p in t.state.model.state_dict().items():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 from medfoundry import MedfoundryError
 from medfoundry.cli.train_commands import add_training_flags, config_from_flags, run_summary
+from medfoundry.training.config import FreezePolicy
 
 
 def add_finetune(sub, common) -> None:
@@ -25,7 +27,8 @@ def add_finetune(sub, common) -> None:
         required=True,
         type=Path,
         metavar="CKPT_OR_RUN",
-        help="a checkpoint file or a run folder (its best, else final, else latest checkpoint)",
+        help="a model file, a checkpoint, or a run folder (its best, else final, else latest "
+        "checkpoint)",
     )
     p.add_argument(
         "--data",
@@ -40,7 +43,7 @@ def add_finetune(sub, common) -> None:
     )
     p.add_argument(
         "--freeze",
-        choices=["none", "encoder", "all-but-bottleneck", "head-only"],
+        choices=typing.get_args(FreezePolicy),
         help="parameters kept fixed (default none; heads always train)",
     )
     p.add_argument(
@@ -83,7 +86,15 @@ def add_predict(sub, common) -> None:
         "input geometry and header. Cases already in OUT_DIR are kept; unreadable inputs are reported "
         "and skipped.",
     )
-    p.add_argument("-m", "--model", required=True, type=Path, metavar="CKPT_OR_RUN")
+    p.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        type=Path,
+        metavar="MODEL",
+        help="a model file (medfoundry models save), a checkpoint, or a run folder (its best, "
+        "else final, else latest checkpoint)",
+    )
     p.add_argument(
         "-i",
         "--input",

@@ -3,6 +3,4 @@
 from medfoundry.losses.partial import partial_label_loss
 from medfoundry.losses.softmax import softmax_ce_dice_loss
 
-LOSSES = {"partial": partial_label_loss, "softmax": softmax_ce_dice_loss}
-
-__all__ = ["LOSSES", "partial_label_loss", "softmax_ce_dice_loss"]
+__all__ = ["partial_label_loss", "softmax_ce_dice_loss"]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medfoundry import MedfoundryError
+
 
 @dataclass
 class Features:
@@ -46,5 +48,7 @@ HEADS: dict[str, type[nn.Module]] = {"segmentation": SegmentationHead}
 
 def build_head(spec: dict, features: list[int]) -> nn.Module:
     """The head ``spec`` describes (``kind`` + keyword arguments) for backbone ``features``."""
+    if spec.get("kind") not in HEADS:
+        raise MedfoundryError(f"unknown head '{spec.get('kind')}' (known: {', '.join(HEADS)})")
     kwargs = {k: v for k, v in spec.items() if k != "kind"}
     return HEADS[spec["kind"]](features, **kwargs)

@@ -49,7 +49,8 @@ DESCRIPTION_KEYS = (
     "plan",
     "config",
 )
-CHECKPOINT_NAMES = ("latest", "best", "final")
+CHECKPOINT_NAMES = ("final", "best", "latest")
+"""A run's checkpoints, in the order one save writes them (``latest``, the resume point, last)."""
 
 
 @dataclass
@@ -63,10 +64,6 @@ class Checkpoint:
     optimizer: dict | None = None
     """The optimizer's state dict (training checkpoints loaded with ``training=True``)."""
     rng: torch.Tensor | None = None
-
-    @property
-    def is_model_file(self) -> bool:
-        return self.meta.get("kind") == "model"
 
     def description(self) -> dict:
         """The part a model file keeps (no run, no training state)."""
@@ -240,6 +237,32 @@ def _load_legacy(path: Path, weights: bool, training: bool) -> Checkpoint:
         raise MedfoundryError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
     if not isinstance(old, dict) or old.get("format") != LEGACY_FORMAT:
         raise MedfoundryError(f"{path}: not a medfoundry checkpoint")
+    try:
+        meta = _legacy_meta(old)
+    except (KeyError, TypeError) as exc:
+        raise MedfoundryError(f"{path}: incomplete {LEGACY_FORMAT} file ({exc!r})") from None
+    ckpt = Checkpoint(path, meta)
+    if weights:
+        ckpt.weights = {_legacy_name(k): v for k, v in old["state_dict"].items()}
+    if training:
+        opt = old["optimizer"]  # keyed by parameter index, or (FSDP) by parameter name
+        ckpt.optimizer = {
+            "state": {_legacy_name(k): v for k, v in opt["state"].items()},
+            "param_groups": [
+                {**g, "params": [_legacy_name(p) for p in g["params"]]} for g in opt["param_groups"]
+            ],
+        }
+        ckpt.rng = old["rng"]["torch"]
+    return ckpt
+
+
+def _legacy_name(key):
+    """Format 1 kept the segmentation head's convolutions as ``heads.<level>``."""
+    return re.sub(r"^heads\.(\d+)\.", r"heads.convs.\1.", key) if isinstance(key, str) else key
+
+
+def _legacy_meta(old: dict) -> dict:
+    """The JSON document of format 2 for a format-1 checkpoint dict."""
     activation = old["model"]["activation"]
     # Format 1 named no output channels: segmentation's order, foreground ids ascending (softmax:
     # background first), as medfoundry.tasks.channel_names (a layer above this one) gives them.
@@ -265,10 +288,4 @@ def _load_legacy(path: Path, weights: bool, training: bool) -> Checkpoint:
         "run": {k: old.get(k) for k in ("splits", "pool_dir", "init", "trainable_parameters")},
         "state": {k: old[k] for k in ("step", "epoch", "best_metric", "scheduler")},
     }
-    ckpt = Checkpoint(path, meta)
-    if weights:  # format 1 kept the segmentation head's convolutions as heads.<level>
-        rename = lambda k: re.sub(r"^heads\.(\d+)\.", r"heads.convs.\1.", k)  # noqa: E731
-        ckpt.weights = {rename(k): v for k, v in old["state_dict"].items()}
-    if training:
-        ckpt.optimizer, ckpt.rng = old["optimizer"], old["rng"]["torch"]
-    return ckpt
+    return meta

@@ -29,32 +29,33 @@ class RunLog:
                 self.tb.add_scalar(k, v, step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop lines logged after the checkpoint's step (they will be logged again)."""
+        """On resume: drop lines logged after the checkpoint's step (they will be logged again), and
+        a line a kill cut short."""
         if not self.path.is_file():
             return
-        keep = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line and json.loads(line).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= step]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
     def close(self) -> None:
         self.tb.close()
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``metrics.jsonl`` (a line a kill cut short is left out)."""
     path = Path(run_dir) / "metrics.jsonl"
-    return (
-        [json.loads(line) for line in path.read_text().splitlines() if line]
-        if path.is_file()
-        else []
-    )
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def plot_progress(run_dir: Path) -> Path:
     """``progress.png``: training loss (and its moving average) and lr per step; validation Dice
-    during training (lines) and on whole volumes at the end (crosses)."""
+    during training (lines) and of the final weights on whole volumes (crosses)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,8 +63,8 @@ def plot_progress(run_dir: Path) -> Path:
 
     rows = read_metrics(run_dir)
     train = [r for r in rows if r.get("kind") == "train"]
-    val = [r for r in rows if r.get("kind") == "val" and r.get("mode") != "full"]
-    full = [r for r in rows if r.get("kind") == "val" and r.get("mode") == "full"]
+    val = [r for r in rows if r.get("kind") == "val" and not r.get("final")]
+    full = [r for r in rows if r.get("kind") == "val" and r.get("final")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     if train:
         steps = [r["step"] for r in train]

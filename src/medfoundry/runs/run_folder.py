@@ -10,6 +10,7 @@ target pool, made before training starts.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import yaml
@@ -58,8 +59,9 @@ class CheckpointWriter:
         self.run_dir = Path(run_dir)
 
     def save(self, names: list[str], meta: dict, weights: dict, optimizer: dict, rng) -> None:
-        unknown = set(names) - set(CHECKPOINT_NAMES)
-        assert not unknown, f"not a checkpoint name: {unknown}"
+        """Write the checkpoint under each of ``names``, ``latest`` last: a kill in between leaves
+        a ``latest`` no newer than ``best`` and ``final``, so a resumed run redoes what they lack."""
+        names = sorted(names, key=CHECKPOINT_NAMES.index)
         save_checkpoint(checkpoint_path(self.run_dir, names[0]), meta, weights, optimizer, rng)
         for name in names[1:]:
             self.link(name, names[0])
@@ -71,7 +73,7 @@ class CheckpointWriter:
             try:
                 os.link(source, tmp)
             except OSError:  # a file system without hard links
-                tmp.write_bytes(source.read_bytes())
+                shutil.copyfile(source, tmp)
 
     def discard(self, name: str) -> None:
         """Remove ``name`` (e.g. ``final`` when a finished run is continued for longer)."""

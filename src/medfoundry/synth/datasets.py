@@ -18,6 +18,7 @@ import yaml
 
 from medfoundry.io import Volume, write_volume
 from medfoundry.synth.phantom import make_phantom
+from medfoundry.utils.atomic import atomic_path
 from medfoundry.utils.jsonfile import write_json
 from medfoundry.utils.parallel import map_with_progress
 
@@ -95,7 +96,8 @@ def write_synthetic_datasets(
             },
         )
     pool_file = out / "pool.yaml"
-    pool_file.write_text(yaml.safe_dump(pool, sort_keys=False))
+    with atomic_path(pool_file) as tmp:
+        tmp.write_text(yaml.safe_dump(pool, sort_keys=False))
     return pool_file
 
 

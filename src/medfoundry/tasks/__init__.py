@@ -1,6 +1,7 @@
 """Tasks on the TSFM backbone (see :mod:`medfoundry.tasks.base` for the seam every task fills)."""
 
-from medfoundry.tasks.base import OutputSpec, Task
+from medfoundry import MedfoundryError
+from medfoundry.tasks.base import BatchSource, OutputSpec, Task
 from medfoundry.tasks.segmentation import SegmentationTask, channel_names
 
 TASKS = {"segmentation": SegmentationTask}
@@ -14,11 +15,16 @@ def task_from_config(cfg, labels: dict[str, int]) -> Task:
 def task_from_description(description: dict) -> Task:
     """The task a checkpoint or model file describes (its ``task``, ``labels`` and model ``head``)."""
     d = description["task"]
+    if d.get("name") not in TASKS:
+        raise MedfoundryError(
+            f"the model's task '{d.get('name')}' is not one of this version's ({', '.join(TASKS)})"
+        )
     return TASKS[d["name"]].from_description(d, description["labels"], description["model"]["head"])
 
 
 __all__ = [
     "TASKS",
+    "BatchSource",
     "OutputSpec",
     "SegmentationTask",
     "Task",

@@ -10,13 +10,20 @@ sample's dataset annotates class ``k``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medfoundry import MedfoundryError
+from medfoundry.data.augment_config import AugmentConfig
+from medfoundry.data.loader import BatchSpec, batch_loader, make_batch
+from medfoundry.data.sampler import PatchSampler
 from medfoundry.evaluation import DiceAccumulator
 from medfoundry.losses import partial_label_loss, softmax_ce_dice_loss
-from medfoundry.tasks.base import OutputSpec
+from medfoundry.preprocessing.cache import load_case
+from medfoundry.tasks.base import BatchSource, OutputSpec, Shard
 
 ACTIVATION_OF_LOSS = {"partial": "sigmoid", "softmax": "softmax"}
 """The one place that says which output activation a training loss implies."""
@@ -30,18 +37,37 @@ def channel_names(labels: dict[str, int], activation: str) -> tuple[str, ...]:
     return by_id if activation == "sigmoid" else ("background", *by_id)
 
 
+_NO_AUGMENT = AugmentConfig(enabled=False)
+VALIDATION_SEED = 1 << 40
+"""Added to the run's seed (shifted) for the validation patches, apart from the training batches'."""
+
+
 class SegmentationTask:
     name = "segmentation"
     batch_keys = ("image", "label", "valid")
 
     def __init__(
-        self, labels: dict[str, int], activation: str, deep_supervision: bool = False
+        self,
+        labels: dict[str, int],
+        activation: str,
+        deep_supervision: bool = False,
+        channels: tuple[str, ...] | None = None,
     ) -> None:
+        """``channels``: the stored output description's channel names (default: :func:`channel_names`);
+        every class of ``labels`` must have one."""
         self.labels = dict(labels)
         self.names = {i: n for n, i in self.labels.items()}
-        self.outputs = OutputSpec(activation, channel_names(self.labels, activation))
+        self.outputs = OutputSpec(activation, channels or channel_names(self.labels, activation))
+        missing = set(channel_names(self.labels, activation)) - set(self.outputs.channels)
+        if missing:
+            raise MedfoundryError(f"the model's outputs name no channel for {sorted(missing)}")
         self.deep_supervision = deep_supervision
         self._loss = LOSS_OF_ACTIVATION[activation]
+
+    @property
+    def num_fg(self) -> int:
+        """Foreground classes K of the label space (global ids 1..K)."""
+        return len(self.labels) - 1
 
     @classmethod
     def from_config(cls, cfg, labels: dict[str, int]) -> SegmentationTask:
@@ -50,7 +76,13 @@ class SegmentationTask:
 
     @classmethod
     def from_description(cls, d: dict, labels: dict[str, int], head: dict) -> SegmentationTask:
-        return cls(labels, d["outputs"]["activation"], head.get("deep_supervision", False))
+        outputs = OutputSpec.from_json(d["outputs"])
+        if len(outputs.channels) != head["num_outputs"]:
+            raise MedfoundryError(
+                f"the model's outputs name {len(outputs.channels)} channels for a head of "
+                f"{head['num_outputs']}"
+            )
+        return cls(labels, outputs.activation, head["deep_supervision"], outputs.channels)
 
     def describe(self) -> dict:
         return {"name": self.name, "outputs": self.outputs.to_json()}
@@ -61,6 +93,51 @@ class SegmentationTask:
             "num_outputs": len(self.outputs.channels),
             "deep_supervision": self.deep_supervision,
         }
+
+    def train_batches(self, src: BatchSource, start_step: int, shard: Shard) -> Iterator[dict]:
+        """Augmented patches of the training cases drawn with the pool's probabilities: ``image``
+        ``(B, C, Z, Y, X)``, ``label``, ``valid``, ``case_ids`` (see :func:`make_batch`); this
+        process's share (``shard``) of batches ``start_step, start_step + 1, ...``."""
+        sampler = PatchSampler(str(src.pool_dir), src.train_cases, src.fg_fraction)
+        spec = BatchSpec(
+            patch_size=src.patch_size,
+            batch_size=src.batch_size,
+            num_classes=self.num_fg,
+            seed=src.seed,
+            augment=src.augment,
+            one_dataset_per_batch=src.one_dataset_per_batch,
+        )
+        return batch_loader(sampler, spec, start_step, src.num_workers, *shard)
+
+    def validation_batches(self, src: BatchSource, shard: Shard = (0, 1)) -> Iterator[dict]:
+        """Per dataset, ``src.val_patches`` patches of its validation cases in batches of the
+        training batch size: drawn as training patches (foreground oversampled) without
+        augmentation, from a fixed seed, so every validation scores the same patches."""
+        by_dataset: dict[str, list[dict]] = {}
+        for case in src.val_cases:
+            by_dataset.setdefault(case["dataset"], []).append(case)
+        i = 0
+        for d, (_, cases) in enumerate(sorted(by_dataset.items())):
+            sampler = PatchSampler(str(src.pool_dir), cases, src.fg_fraction)
+            for k in range(0, src.val_patches, src.batch_size):
+                if i % shard[1] == shard[0]:
+                    size = min(src.batch_size, src.val_patches - k)
+                    seed = VALIDATION_SEED + (src.seed << 16) + d
+                    spec = BatchSpec(src.patch_size, size, self.num_fg, seed, _NO_AUGMENT)
+                    yield make_batch(sampler, spec, k)
+                i += 1
+
+    def validation_volumes(
+        self, src: BatchSource, shard: Shard = (0, 1)
+    ) -> Iterator[tuple[torch.Tensor, dict]]:
+        """Each validation case (this process's share): its preprocessed image ``(C, Z, Y, X)`` and
+        the batch of one that :meth:`update_metric` compares the logits with."""
+        for case in src.val_cases[shard[0] :: shard[1]]:
+            image, label, _ = load_case(src.pool_dir, case["id"])
+            valid = torch.zeros(1, self.num_fg, dtype=torch.bool)
+            valid[0, [c - 1 for c in case["valid_labels"]]] = True
+            batch = {"label": np.asarray(label)[None], "valid": valid, "case_ids": [case["id"]]}
+            yield torch.from_numpy(np.array(image)), batch
 
     def loss(self, outputs, batch: dict) -> torch.Tensor:
         """The loss of ``outputs`` ``(B, K, Z, Y, X)`` logits (or, with deep supervision, a list from
@@ -111,7 +188,7 @@ class SegmentationTask:
         """Score each sample of ``logits`` ``(B, K, Z, Y, X)`` against ``batch["label"]`` on the
         classes its dataset annotates; the group is the dataset (``case_ids`` are ``dataset/case``)."""
         for b, case_id in enumerate(batch["case_ids"]):
-            classes = [int(k) + 1 for k in torch.nonzero(torch.as_tensor(batch["valid"][b]))[:, 0]]
+            classes = [int(k) + 1 for k in torch.nonzero(batch["valid"][b])[:, 0]]
             pred = self.decode_ids(logits[b], classes)
             ref = np.asarray(batch["label"][b])
             for c in classes:

@@ -144,7 +144,7 @@ def load_preset(name_or_path: str | None) -> TrainConfig:
     """A config from a YAML preset (a bundled name such as ``pretrain_cpu``, or a file path)."""
     if not name_or_path:
         return TrainConfig()
-    return typed_config.config_from_dict(TrainConfig, read_preset(name_or_path))
+    return typed_config.config_from_dict(TrainConfig, read_preset(name_or_path), renamed=RENAMED)
 
 
 def read_preset(name_or_path: str) -> dict:

@@ -43,6 +43,8 @@ def pretrain(
     report`` sets the initial weights of a new run (fine-tuning); the report is ``RUN_DIR/init.json``.
     """
     run_dir = Path(run_dir)
+    if epochs is not None and not resume:
+        raise MedfoundryError("epochs= continues a run to a new length: it needs resume=True")
     ckpt = load_checkpoint(run_dir, training=True) if resume else None
     cfg = _resumed_config(ckpt, epochs) if ckpt else (cfg or TrainConfig())
     check_config(cfg)
@@ -75,7 +77,7 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
     quiet = not (progress and main)
     bar = tqdm(total=t.total_steps, initial=state.step, desc="train", unit="step", disable=quiet)
     wait = total = 0.0
-    last, saved_at = {}, None
+    last, saved_at, scores = {}, None, {}
     while state.step < t.total_steps:
         last = run_steps(state, t.task, t.batches, 1, t.opts)[0]
         last = {"kind": "train", "epoch": (state.step - 1) // cfg.iters_per_epoch + 1, **last}
@@ -88,7 +90,7 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
         epoch = state.step // cfg.iters_per_epoch if state.step % cfg.iters_per_epoch == 0 else 0
         names = ["latest"] if epoch or state.step % cfg.ckpt_every_steps == 0 else []
         if epoch and cfg.validation.every and epoch % cfg.validation.every == 0:
-            scores = _validate(t, runlog, cfg.validation.mode, wait / total)
+            scores = _validate(t, runlog, {"mode": cfg.validation.mode}, wait / total)
             if scores.get("val/mean", -math.inf) > state.best_metric:
                 state.best_metric = scores["val/mean"]
                 names.append("best")
@@ -96,7 +98,8 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
             _save(t, writer, names)
             saved_at = state.step
     bar.close()
-    final = _final_validation(t, runlog)
+    full_now = saved_at == state.step and cfg.validation.mode == "full" and scores
+    final = _final_validation(t, runlog, scores if full_now else None)
     if saved_at == state.step:  # "latest" holds this very state: final is the same file
         _link(t, writer, "final", "latest")
     else:
@@ -112,9 +115,9 @@ def _result(t: Training, run_dir: Path, last: dict, final, wait=None) -> dict:
     if not last:  # no step ran in this call: the figures of the log
         rows = read_metrics(run_dir)
         train = [r for r in rows if r.get("kind") == "train"]
-        full = [r for r in rows if r.get("kind") == "val" and r.get("mode") == "full"]
+        finals = [r for r in rows if r.get("kind") == "val" and r.get("final")]
         last = {"loss": train[-1]["loss"] if train else None}
-        final = full[-1].get("val/mean") if full else None
+        final = finals[-1].get("val/mean") if finals else None
     return {
         **last,
         "step": t.state.step,
@@ -127,15 +130,17 @@ def _result(t: Training, run_dir: Path, last: dict, final, wait=None) -> dict:
     }
 
 
-def _validate(t: Training, runlog: RunLog | None, mode: str, wait: float) -> dict:
-    """Validate (every rank), log on rank 0; returns the scores (the same on every rank)."""
+def _validate(t: Training, runlog: RunLog | None, kind: dict, wait: float, scores=None) -> dict:
+    """Validate (every rank; ``kind["mode"]``: patch or full) unless ``scores`` are given, log the
+    row (with ``kind``'s fields) on rank 0; returns the scores (the same on every rank)."""
     started = time.perf_counter()
-    scores = validate_patches(t) if mode == "patch" else validate_volumes(t)
+    if scores is None:
+        scores = validate_patches(t) if kind["mode"] == "patch" else validate_volumes(t)
     _log(
         runlog,
         {
             "kind": "val",
-            "mode": mode,
+            **kind,
             "step": t.state.step,
             "epoch": t.state.step // t.cfg.iters_per_epoch,
             **scores,
@@ -143,39 +148,51 @@ def _validate(t: Training, runlog: RunLog | None, mode: str, wait: float) -> dic
             "data_wait_frac_so_far": round(wait, 4),
         },
     )
-    log.info("step %d: %s validation mean Dice %s", t.state.step, mode, scores.get("val/mean"))
+    log.info(
+        "step %d: %s validation mean Dice %s", t.state.step, kind["mode"], scores.get("val/mean")
+    )
     return scores
 
 
-def _final_validation(t: Training, runlog: RunLog | None) -> dict:
-    """Whole-volume validation of the final weights (``validation.final``), unless the last periodic
-    validation already was one."""
-    v = t.cfg.validation
-    last_epoch = t.total_steps // t.cfg.iters_per_epoch
-    if (
-        not v.final
-        or not t.val_cases
-        or (v.mode == "full" and v.every and last_epoch % v.every == 0)
-    ):
+def _final_validation(t: Training, runlog: RunLog | None, done: dict | None) -> dict:
+    """Whole-volume validation of the final weights (``validation.final``), logged with
+    ``final: true``; ``done``: the scores of a whole-volume validation of these weights just made."""
+    if not t.cfg.validation.final or not t.source.val_cases:
         return {}
-    return _validate(t, runlog, "full", 0.0)
+    return _validate(t, runlog, {"mode": "full", "final": True}, 0.0, done)
 
 
 def _save(t: Training, writer: CheckpointWriter, names: list[str]) -> None:
-    """Every rank gathers (collective under FSDP), rank 0 writes, then all wait for the file."""
+    """Every rank gathers (collective under FSDP), rank 0 writes, then all learn how it went."""
     weights, optimizer = t.state.full_states(t.dist)
-    if t.dist.is_main:
+
+    def write() -> None:
         state = {**t.state.progress(), "epoch": t.state.step // t.cfg.iters_per_epoch}
         writer.save(names, {**t.meta, "state": state}, weights, optimizer, torch.get_rng_state())
         if "best" in names or "final" in names:
             plot_progress(writer.run_dir)
-    D.barrier(t.dist)
+
+    _on_main(t, write)
 
 
 def _link(t: Training, writer: CheckpointWriter, name: str, existing: str) -> None:
+    _on_main(t, lambda: writer.link(name, existing))
+
+
+def _on_main(t: Training, action) -> None:
+    """Run ``action`` on rank 0; every rank then raises if it failed (instead of the others waiting
+    at a barrier for a rank that left)."""
+    error = None
     if t.dist.is_main:
-        writer.link(name, existing)
-    D.barrier(t.dist)
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - shared with the other ranks, then raised
+            error = exc
+    failures = [e for e in D.all_gather(None if error is None else repr(error), t.dist) if e]
+    if error is not None:
+        raise error
+    if failures:
+        raise MedfoundryError(f"rank 0 could not write the run's files: {failures[0]}")
 
 
 def _resumed_config(ckpt, epochs: int | None) -> TrainConfig:

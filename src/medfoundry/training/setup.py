@@ -14,15 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfoundry.data.loader import BatchSpec, batch_loader
-from medfoundry.data.sampler import PatchSampler
 from medfoundry.data.split import split_cases
 from medfoundry.models.registry import create_network
 from medfoundry.models.sizes import get_size, stage_strides
 from medfoundry.planning import load_plan
 from medfoundry.pool import load_pool
 from medfoundry.runs.checkpoint import Checkpoint
-from medfoundry.tasks import Task, task_from_config
+from medfoundry.tasks import BatchSource, Task, task_from_config
 from medfoundry.training import distributed as D
 from medfoundry.training.amp_check import cpu_bf16_training_ok
 from medfoundry.training.config import TrainConfig, to_dict
@@ -45,20 +43,15 @@ class Training:
     meta: dict
     """The checkpoint document: the model description and the run (see :mod:`medfoundry.runs.checkpoint`)."""
     dist: D.DistInfo
-    pool_dir: Path
-    patch: list[int]
-    """Training patch (Z, Y, X) voxels."""
-    batch_size: int
-    val_cases: list[dict]
-    """pool.json records of the validation cases used (at most ``validation.max_cases`` per dataset)."""
+    source: BatchSource
+    """The pool, the split (at most ``validation.max_cases`` validation cases per dataset), patch and
+    batch size the task's batches are made from."""
+    amp: bool
+    """bf16 autocast (where native, and found safe for this network on this CPU)."""
 
     @property
     def total_steps(self) -> int:
         return self.cfg.epochs * self.cfg.iters_per_epoch
-
-    @property
-    def num_fg(self) -> int:
-        return len(self.meta["labels"]) - 1
 
 
 def build_training(
@@ -90,17 +83,19 @@ def build_training(
         resume.meta["run"]["init"] if resume else (init_model(model) if init_model else None)
     )
     trainable = apply_freeze(model, cfg.freeze)
-    body = body_parameters(model) if cfg.head_warmup_steps else []
     model.to(device)
     channels_last = cfg.channels_last and not cfg.fsdp  # FSDP2 refuses non-contiguous parameters
     if channels_last:
         model.to(memory_format=torch.channels_last_3d)
     net = D.wrap_model(model, dist, device, cfg.fsdp)
+    body = body_parameters(model) if cfg.head_warmup_steps else []  # FSDP's own, once sharded
     opt = make_optimizer(cfg.optim, net)
     sched = make_scheduler(opt, cfg.epochs * cfg.iters_per_epoch, cfg.optim.poly_power)
     state = TrainState(model, net, opt, sched, sharded=dist.enabled and cfg.fsdp)
     if resume:
         state.restore(resume)
+        if resume.meta["config"]["epochs"] != cfg.epochs:  # continued to a new length
+            state.follow_schedule()
     by_id = {c["id"]: c for c in pool["cases"]}
     meta = {
         "kind": "checkpoint",
@@ -124,23 +119,27 @@ def build_training(
     opts = StepOptions(
         device=device,
         autocast=autocast_for(device, amp),
+        batch_keys=task.batch_keys,
         channels_last=channels_last,
         grad_clip=cfg.optim.grad_clip,
         head_warmup_steps=cfg.head_warmup_steps,
         body=body,
     )
-    spec = BatchSpec(
+    source = BatchSource(
+        pool_dir=pool_dir,
+        train_cases=[by_id[i] for i in splits["train"]],
+        val_cases=_val_subset([by_id[i] for i in splits["val"]], cfg.validation.max_cases),
         patch_size=patch,
         batch_size=batch_size,
-        num_classes=len(pool["labels"]) - 1,
         seed=cfg.seed,
         augment=cfg.data.augment,
+        fg_fraction=cfg.data.fg_fraction,
         one_dataset_per_batch=cfg.data.one_dataset_per_batch,
+        num_workers=cfg.data.num_workers,
+        val_patches=cfg.validation.patches,
     )
-    sampler = PatchSampler(str(pool_dir), [by_id[i] for i in splits["train"]], cfg.data.fg_fraction)
-    batches = batch_loader(sampler, spec, state.step, cfg.data.num_workers, dist.rank, dist.world)
-    val = _val_subset([by_id[i] for i in splits["val"]], cfg.validation.max_cases)
-    return Training(cfg, task, state, opts, batches, meta, dist, pool_dir, patch, batch_size, val)
+    batches = task.train_batches(source, state.step, (dist.rank, dist.world))
+    return Training(cfg, task, state, opts, batches, meta, dist, source, amp)
 
 
 def _split(pool: dict, cfg: TrainConfig) -> dict[str, list[str]]:

@@ -68,9 +68,26 @@ class TrainState:
         self.step, self.best_metric = state["step"], state["best_metric"]
         torch.set_rng_state(ckpt.rng)
 
+    def follow_schedule(self) -> None:
+        """Set the learning rates the schedule gives at ``step`` (a run continued to a new length:
+        its restored rates are the old schedule's)."""
+        s = self.scheduler
+        for group, base, factor in zip(
+            self.optimizer.param_groups, s.base_lrs, s.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(self.step)
+
     def weights_sha256(self, dist: DistInfo) -> str:
         """A digest of the full weights on this rank (every rank of a run must agree)."""
-        weights, _ = self.full_states(dist, every_rank=True)
+        if dist.enabled and self.sharded:  # gathers the weights only, not the optimizer state
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            weights = get_model_state_dict(self.net, options=StateDictOptions(full_state_dict=True))
+        else:
+            weights = self.model.state_dict()
         h = hashlib.sha256()
         for k in sorted(weights):
             h.update(k.encode())

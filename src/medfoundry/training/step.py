@@ -19,6 +19,8 @@ class StepOptions:
     device: torch.device
     autocast: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
     """Entered around the forward pass (bf16 autocast where it is native and safe)."""
+    batch_keys: tuple[str, ...] = ("image",)
+    """The batch's tensors the step moves to ``device`` (the task's)."""
     channels_last: bool = False
     grad_clip: float = 0.0
     head_warmup_steps: int = 0
@@ -30,7 +32,7 @@ class StepOptions:
 def train_step(state: TrainState, task: Task, batch: dict, opts: StepOptions) -> torch.Tensor:
     """Forward, loss, backward and update on one batch; advances ``state.step``; returns the loss."""
     batch = {
-        k: v.to(opts.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        k: v.to(opts.device, non_blocking=True) if k in opts.batch_keys else v
         for k, v in batch.items()
     }
     image = batch["image"]  # (B, C, Z, Y, X)
@@ -56,20 +58,22 @@ def run_steps(
     state: TrainState, task: Task, batches: Iterator[dict], num_steps: int, opts: StepOptions
 ) -> list[dict]:
     """``num_steps`` training steps from ``state`` (in memory); one record per step: ``step``,
-    ``loss``, ``lr``, ``step_time_s`` and ``data_wait_frac`` (time waiting for the batch)."""
+    ``loss``, ``lr`` (the learning rate the step used), ``step_time_s`` and ``data_wait_frac`` (time
+    waiting for the batch)."""
     records = []
     state.net.train()
     for _ in range(num_steps):
         t0 = time.perf_counter()
         batch = next(batches)  # made in background workers; the wait is the data-loading cost
         t_data = time.perf_counter() - t0
+        lr = state.optimizer.param_groups[0]["lr"]
         loss = train_step(state, task, batch, opts)
         dt = time.perf_counter() - t0
         records.append(
             {
                 "step": state.step,
                 "loss": round(loss.item(), 6),
-                "lr": state.scheduler.get_last_lr()[0],
+                "lr": lr,
                 "step_time_s": round(dt, 4),
                 "data_wait_frac": round(t_data / dt, 4),
             }

@@ -126,13 +126,13 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             raise MedfoundryError(f"config key '{key}': {value!r} is not one of: {choices}")
         return value
     try:
-        return _convert(value, hint, origin, args)
+        return _convert(value, hint, origin, args, key)
     except (TypeError, ValueError):
         name = getattr(hint, "__name__", str(hint))
         raise MedfoundryError(f"config key '{key}': cannot use {value!r} for a {name}") from None
 
 
-def _convert(value, hint, origin, args):
+def _convert(value, hint, origin, args, key: str):
     if hint is bool:
         if not isinstance(value, bool):
             raise TypeError
@@ -152,9 +152,18 @@ def _convert(value, hint, origin, args):
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise TypeError
-        item = args[0] if args else None
-        sub = (item, typing.get_origin(item), typing.get_args(item))
-        items = [_convert(v, *sub) if item else v for v in value]
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: tuple[a, b]
+            if len(value) != len(args):
+                raise MedfoundryError(
+                    f"config key '{key}': expected {len(args)} values, got {len(value)}"
+                )
+            hints = list(args)
+        else:
+            hints = [args[0] if args else Any] * len(value)
+        items = [
+            v if h is Any else coerce(v, h, f"{key}[{i}]")
+            for i, (v, h) in enumerate(zip(value, hints, strict=True))
+        ]
         return tuple(items) if origin is tuple else items
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
         return config_from_dict(hint, value)

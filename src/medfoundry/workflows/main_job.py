@@ -258,7 +258,7 @@ def _report(work: Path, pool_dir: Path, target: str, timings: dict) -> dict:
 
 def _best(val: list[dict]):
     """The best validation during training (the one the best checkpoint follows)."""
-    scores = [r["val/mean"] for r in val if "val/mean" in r and r.get("mode") != "full"]
+    scores = [r["val/mean"] for r in val if "val/mean" in r and not r.get("final")]
     return max(scores) if scores else None
 
 

@@ -17,11 +17,12 @@ COLOURS = [(0.9, 0.1, 0.1), (0.1, 0.8, 0.1), (0.2, 0.4, 1.0), (1.0, 0.8, 0.0), (
 
 
 def transfer_rows(finetune_val: list[dict], scratch_val: list[dict], dataset: str) -> list[dict]:
-    """One row per validation during training (step, epoch, fine-tuned and from-scratch mean Dice on
-    the validation patches), then ``epoch: "final"``: the whole-volume validation of the final weights."""
+    """One row per validation during training (step, epoch, fine-tuned and from-scratch mean Dice; on
+    the validation patches by default), then ``epoch: "final"``: the whole-volume validation of the
+    final weights (the rows logged with ``final: true``)."""
     key = f"val/{dataset}/mean"
-    periodic = lambda rows: [r for r in rows if r.get("mode") != "full"]  # noqa: E731
-    final = lambda rows: ([r.get(key) for r in rows if r.get("mode") == "full"] or [None])[-1]  # noqa: E731
+    periodic = lambda rows: [r for r in rows if not r.get("final")]  # noqa: E731
+    final = lambda rows: ([r.get(key) for r in rows if r.get("final")] or [None])[-1]  # noqa: E731
     scratch = {r["step"]: r.get(key) for r in periodic(scratch_val)}
     rows = [
         {

@@ -21,8 +21,9 @@ from medfoundry import MedfoundryError
 from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool
 from medfoundry.preprocessing import preprocess_pool
-from medfoundry.runs.checkpoint import checkpoint_path
-from medfoundry.training.config import TrainConfig, read_preset
+from medfoundry.runs.checkpoint import find_checkpoint
+from medfoundry.training.config import RENAMED, TrainConfig, read_preset
+from medfoundry.utils.atomic import atomic_path
 from medfoundry.utils.typed_config import config_from_dict
 from medfoundry.workflows.main_job import real_data_spec
 
@@ -72,7 +73,8 @@ class TransferBenchConfig:
 
 def load_bench_config(name_or_path: str) -> TransferBenchConfig:
     """A benchmark preset (a bundled name or a YAML file), checked key by key."""
-    cfg = config_from_dict(TransferBenchConfig, read_preset(name_or_path))
+    renamed = {f"train.{old}": f"train.{new}" for old, new in RENAMED.items()}
+    cfg = config_from_dict(TransferBenchConfig, read_preset(name_or_path), renamed=renamed)
     for d in cfg.directions:
         if not (d.name and d.pool and d.target):
             raise MedfoundryError(
@@ -135,7 +137,7 @@ def _direction(spec, d: Direction, out: Path, cfg, jobs, progress) -> list[dict]
     rows = []
     for k in cfg.ks:
         for kind, source in (
-            ("fine-tuned", checkpoint_path(pre, "final")),
+            ("fine-tuned", find_checkpoint(pre, "final")),
             ("from scratch", None),
         ):
             run = out / f"{'finetune' if source else 'scratch'}_k{k}"
@@ -156,7 +158,10 @@ def _row(kind: str, epochs: int, run: Path, dataset: str) -> dict:
     from medfoundry.runs.metrics import read_metrics
 
     rows = read_metrics(run)
-    val = [r for r in rows if r["kind"] == "val"][-1]  # the final whole-volume validation
+    vals = [r for r in rows if r["kind"] == "val"]
+    if not vals:
+        raise MedfoundryError(f"{run}: no validation was logged (the preset turns it off)")
+    val = ([r for r in vals if r.get("final")] or vals)[-1]  # the final weights, whole volumes
     steps = max(r["step"] for r in rows if r["kind"] == "train")
     train_s = sum(r["step_time_s"] for r in rows if r["kind"] == "train")
     prefix = f"val/{dataset}/"
@@ -178,7 +183,7 @@ def _write_table(out: Path, d: Direction, rows: list[dict], cfg) -> None:
         *[c for c in rows[0] if c not in ("run", "epochs", "steps", "train_min", "mean")],
         "mean",
     ]
-    with open(out / "table.csv", "w", newline="") as f:
+    with atomic_path(out / "table.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         w.writerows([[r.get(c, "") for c in cols] for r in rows])
@@ -199,7 +204,8 @@ def _write_table(out: Path, d: Direction, rows: list[dict], cfg) -> None:
         ]
         share = f"{100 * r['mean'] / full:.0f}%" if full else "n/a"
         lines.append("| " + " | ".join(cells) + f" | {share} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     _plot(out, rows, cfg)
 
 
@@ -223,5 +229,6 @@ def _plot(out: Path, rows: list[dict], cfg) -> None:
     ax.set_ylabel("validation mean Dice")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "transfer.png", dpi=90)
+    with atomic_path(out / "transfer.png") as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
