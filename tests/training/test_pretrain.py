@@ -315,3 +315,19 @@ def test_a_finished_run_continues_to_more_epochs(real_small_pool, tmp_path, caps
     assert final.meta["state"]["step"] == 12 and final.meta["config"]["epochs"] == 3
     assert main(["-q", "pretrain", "--resume", str(run), "--set", "seed=1"]) == 2
     assert "only --epochs may change" in capsys.readouterr().err
+
+
+def test_full_mode_validates_whole_volumes_each_time_and_reuses_the_last_one(
+    real_small_pool, tmp_path
+):
+    extra = ["iters_per_epoch=2", "validation.mode=full", "data.num_workers=0"]
+    out = pretrain(real_small_pool, tmp_path / "run", _cfg(extra), progress=False)
+    val = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "val"]
+    assert [(r["mode"], r["step"], r.get("final")) for r in val] == [
+        ("full", 2, None),
+        ("full", 4, None),
+        ("full", 4, True),  # the same weights: the last validation's figures, not a second run
+    ]
+    keys = [k for k in val[1] if k.startswith("val/")]
+    assert keys and all(val[2][k] == val[1][k] for k in keys)
+    assert out["final_val_mean"] == val[1]["val/mean"] == out["best_val_mean"]

@@ -81,7 +81,8 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
     while state.step < t.total_steps:
         last = run_steps(state, t.task, t.batches, 1, t.opts)[0]
         last = {"kind": "train", "epoch": (state.step - 1) // cfg.iters_per_epoch + 1, **last}
-        wait, total = wait + last["data_wait_frac"] * last["step_time_s"], total + last["step_time_s"]  # fmt: skip
+        total += last["step_time_s"]
+        wait += last["data_wait_frac"] * last["step_time_s"]
         if t.opts.device.type == "cuda":  # peak since the run started, GiB
             last["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(t.opts.device) / 2**30, 3)
         _log(runlog, last)
@@ -89,6 +90,7 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
         bar.set_postfix(loss=f"{last['loss']:.4f}", wait=f"{wait / total:.0%}")
         epoch = state.step // cfg.iters_per_epoch if state.step % cfg.iters_per_epoch == 0 else 0
         names = ["latest"] if epoch or state.step % cfg.ckpt_every_steps == 0 else []
+        scores = {}  # this step's validation, if any
         if epoch and cfg.validation.every and epoch % cfg.validation.every == 0:
             scores = _validate(t, runlog, {"mode": cfg.validation.mode}, wait / total)
             if scores.get("val/mean", -math.inf) > state.best_metric:
@@ -98,7 +100,7 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
             _save(t, writer, names)
             saved_at = state.step
     bar.close()
-    full_now = saved_at == state.step and cfg.validation.mode == "full" and scores
+    full_now = cfg.validation.mode == "full" and scores  # these weights, on whole volumes
     final = _final_validation(t, runlog, scores if full_now else None)
     if saved_at == state.step:  # "latest" holds this very state: final is the same file
         _link(t, writer, "final", "latest")
