@@ -11,4 +11,18 @@ __version__ = "0.1.0"
 
 
 class MedfoundryError(Exception):
-    """An error caused by the user's input (a file, a config value). The CLI prints it as one line."""
+    """An error caused by the user's input (a file, a config value). The CLI prints it as one line.
+
+    Every subclass survives pickling whatever its ``__init__`` takes (a worker process's error must
+    be rebuilt in the parent: an error that cannot be hangs a ``multiprocessing`` pool).
+    """
+
+    def __reduce__(self):
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> MedfoundryError:
+    err = Exception.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err

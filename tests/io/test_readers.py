@@ -169,3 +169,89 @@ def test_label_reader_rejects_non_integer_maps(tmp_path):
     vol = _volume()
     with pytest.raises(VolumeReadError, match="non-integer"):
         read_label(write_volume(vol, tmp_path / "float_label.nii.gz"))
+
+
+def _sitk_file(path, arr, vector=False):
+    sitk.WriteImage(sitk.GetImageFromArray(arr, isVector=vector), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        (
+            "d2.nii.gz",
+            lambda p: nib.save(nib.Nifti1Image(np.ones((4, 5), np.float32), np.eye(4)), p),
+        ),
+        (
+            "d5.nii.gz",
+            lambda p: nib.save(nib.Nifti1Image(np.ones((4, 5, 6, 2, 2), np.float32), np.eye(4)), p),
+        ),
+        ("d2.mha", lambda p: _sitk_file(p, np.ones((4, 5), np.float32))),
+        ("d4.mha", lambda p: _sitk_file(p, np.ones((2, 3, 4, 5), np.float32))),
+        ("d4.nrrd", lambda p: _sitk_file(p, np.ones((2, 3, 4, 5), np.float32))),
+    ],
+)
+def test_files_that_are_not_3d_are_refused_naming_the_file(tmp_path, name, make):
+    path = tmp_path / name
+    make(path)
+    for read in (read_volume, read_image, read_label):
+        with pytest.raises(VolumeReadError) as err:
+            read(path)
+        assert str(err.value).startswith(f"{path}: expected a 3D"), str(err.value)
+        assert "D" in err.value.reason and "ValueError" not in err.value.reason
+
+
+def test_a_4d_label_map_names_the_file(tmp_path):
+    path = _sitk_file(tmp_path / "vec.nrrd", np.ones((3, 4, 5, 2), np.uint8), vector=True)
+    with pytest.raises(VolumeReadError, match="one channel, found 2") as err:
+        read_label(path)
+    assert err.value.path == str(path)
+
+
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("complex", "voxel type complex64 is not supported"),
+        ("rgb", "is not supported"),
+        ("label_inf", "NaN/Inf"),
+        ("label_nan", "NaN/Inf"),
+        ("label_huge", "do not fit in 32-bit integers"),
+        ("zero_size", "no voxels"),
+    ],
+)
+def test_odd_voxel_data_is_a_volume_read_error(tmp_path, kind, reason):
+    lab = np.zeros((4, 5, 6), np.float32)
+    lab[1, 2, 3] = {"label_inf": np.inf, "label_nan": np.nan, "label_huge": 1e20}.get(kind, 1)
+    arr = {
+        "complex": lab.astype(np.complex64),
+        "rgb": np.zeros((4, 5, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]),
+        "zero_size": np.zeros((0, 5, 6), np.float32),
+    }.get(kind, lab)
+    path = tmp_path / f"{kind}.nii.gz"
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), path)
+    with pytest.raises(VolumeReadError, match=reason) as err:
+        read_label(path)
+    assert err.value.path == str(path)
+
+
+def test_what_the_libraries_print_while_reading_is_not_shown(tmp_path, hippo_dir, capfd, caplog):
+    """MetaIO's notes on a short .mha and nibabel's header fixes go to the debug log only."""
+    src = hippo_dir / "imagesTr" / "hippocampus_001.nii.gz"
+    mha = tmp_path / "short.mha"
+    sitk.WriteImage(sitk.ReadImage(str(src)), str(mha), useCompression=False)
+    data = mha.read_bytes()
+    mha.write_bytes(data[: len(data) // 2])
+    raw = bytearray(gzip.decompress(src.read_bytes()))
+    raw[252:254] = np.int16(77).tobytes()  # qform_code 77: nibabel "fixes" it and says so
+    odd = tmp_path / "odd_qform.nii"
+    odd.write_bytes(bytes(raw))
+    capfd.readouterr()
+    with caplog.at_level("DEBUG", logger="medfoundry.io"):
+        with pytest.raises(VolumeReadError, match="short.mha"):
+            read_volume(mha)
+        assert read_volume(odd).shape_zyx == (35, 51, 35)
+    out = capfd.readouterr()
+    assert out.err == "" and out.out == ""
+    debug = "\n".join(r.getMessage() for r in caplog.records)
+    assert "data not read completely" in debug and "qform_code 77" in debug

@@ -100,17 +100,42 @@ def test_an_older_key_on_the_command_line_still_works_with_a_warning(caplog):
     assert "config key 'val_every' is now 'validation.every'" in caplog.text
 
 
-def test_value_checks_fail_before_a_run(tmp_path):
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("epochs=0", r"'epochs': must be in \[1, inf\), not 0"),
+        ("seed=-1", r"'seed': must be in \[0, inf\), not -1"),
+        ("validation.patches=-2", r"'validation.patches': must be in \[0, inf\)"),
+        ("batch_size=0", r"'batch_size': must be in \[1, inf\)"),
+        ("optim.lr=-0.01", r"'optim.lr': must be in \(0, inf\), not -0.01"),
+        ("optim.lr=0", r"'optim.lr': must be in \(0, inf\)"),
+        ("optim.lr=.nan", "'optim.lr': must be a finite number"),
+        ("optim.lr=.inf", "'optim.lr': must be a finite number"),
+        ("optim.momentum=1", r"'optim.momentum': must be in \[0, 1\)"),
+        ("data.fg_fraction=1.5", r"'data.fg_fraction': must be in \[0, 1\], not 1.5"),
+        ("data.val_fraction=1", r"'data.val_fraction': must be in \[0, 1\)"),
+        ("data.augment.gamma_p=2", r"'data.augment.gamma_p': must be in \[0, 1\]"),
+        ("data.augment.mirror_axes=[0, 3]", r"'data.augment.mirror_axes': must be in \[0, 2\]"),
+        ("data.augment.scale_range=[1.4, 0.7]", "low 1.4 is above high 0.7"),
+        ("patch_size=[16, 0, 32]", r"'patch_size': must be in \[1, inf\), not 0"),
+        ("patch_size=[16, 32]", "expected 3 values"),
+    ],
+)
+def test_value_checks_fail_before_a_run(item, message):
     from medfoundry.training.config import check_config
 
-    for item, message in [
-        ("epochs=0", "'epochs': must be at least 1, not 0"),
-        ("seed=-1", "'seed': a seed is 0 or more, not -1"),
-        ("validation.patches=-2", "'validation.patches': must be 0 or more"),
-        ("batch_size=0", "'batch_size': must be at least 1"),
-    ]:
-        with pytest.raises(MedfoundryError, match=message):
-            check_config(apply_overrides(TrainConfig(), [item]))
+    with pytest.raises(MedfoundryError, match=message):
+        check_config(apply_overrides(TrainConfig(), [item]))
+
+
+def test_every_range_names_a_numeric_field_and_the_defaults_pass():
+    from medfoundry.training.config import RANGES, check_config
+
+    check_config(TrainConfig())
+    for key in RANGES:  # a misspelt key would fail here, not silently skip its check
+        value = TrainConfig()
+        for part in key.split("."):
+            value = getattr(value, part)
 
 
 def test_workflow_configs_embed_the_training_config(tmp_path):

@@ -115,7 +115,7 @@ def test_a_fixed_split_seed_keeps_the_validation_cases_of_another_training_seed(
     seed0 = splits("seed0", ["seed=0"])
     assert splits("seed1", ["seed=1"])["val"] != seed0["val"]
     assert splits("seed1_split0", ["seed=1", "data.split_seed=0"]) == seed0
-    with pytest.raises(MedfoundryError, match="'data.split_seed': a seed is 0 or more, not -1"):
+    with pytest.raises(MedfoundryError, match=r"'data.split_seed': must be in \[0, inf\), not -1"):
         splits("negative", ["data.split_seed=-1"])
     assert not (tmp_path / "negative").exists()
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from medfoundry import api
+from medfoundry.cli.arg_types import non_negative_int, positive_float, positive_int
 from medfoundry.models.sizes import MODEL_SIZES
 from medfoundry.pool.sampling import SAMPLING_RULES
 
@@ -33,7 +34,12 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
 
 def _jobs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-j", "--jobs", type=int, default=2, metavar="N", help="worker processes (default 2)"
+        "-j",
+        "--jobs",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="worker processes (default 2)",
     )
 
 
@@ -47,7 +53,7 @@ def _add_synth(sub, common) -> None:
     )
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--cases", type=int, default=16, help="cases per dataset (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     _jobs(p)
     p.set_defaults(func=_synth)
 
@@ -145,12 +151,19 @@ def _add_plan(sub, common) -> None:
         help="model size to plan for (default tsfm_s)",
     )
     p.add_argument(
-        "--memory-gb", type=float, default=8.0, help="training memory budget in GB (default 8)"
+        "--memory-gb",
+        type=positive_float,
+        default=8.0,
+        help="training memory budget in GB (default 8)",
     )
     p.add_argument(
-        "--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fix the patch size (voxels)"
+        "--patch",
+        type=positive_int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="fix the patch size (voxels)",
     )
-    p.add_argument("--batch-size", type=int, help="fix the batch size")
+    p.add_argument("--batch-size", type=positive_int, help="fix the batch size")
     p.add_argument(
         "--target-spacing",
         action="append",
@@ -240,15 +253,18 @@ def _add_run(sub, common) -> None:
     src.add_argument("--pool", type=Path, metavar="POOL.yaml", help="your own pool file")
     p.add_argument("--holdout", help="dataset to transfer to (default: hippocampus / the last one)")
     p.add_argument("--model", default="tsfm_s", choices=sorted(MODEL_SIZES))
-    p.add_argument("--memory-gb", type=float, default=8.0)
-    p.add_argument("--pretrain-steps", type=int, default=400, help="default 400")
-    p.add_argument("--finetune-epochs", type=int, default=4, help="default 4")
+    p.add_argument("--memory-gb", type=positive_float, default=8.0)
+    p.add_argument("--pretrain-steps", type=positive_int, default=400, help="default 400")
+    p.add_argument("--finetune-epochs", type=positive_int, default=4, help="default 4")
     p.add_argument(
-        "--finetune-iters", type=int, default=25, help="iterations per epoch (default 25)"
+        "--finetune-iters", type=positive_int, default=25, help="iterations per epoch (default 25)"
     )
-    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    p.add_argument("--patch", type=positive_int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument(
-        "--synth-cases", type=int, default=16, help="cases per synthetic dataset (default 16)"
+        "--synth-cases",
+        type=positive_int,
+        default=16,
+        help="cases per synthetic dataset (default 16)",
     )
     p.add_argument(
         "--set",

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from medfoundry import MedfoundryError, __version__
 from medfoundry.cli import commands
+from medfoundry.utils.cache_dir import route_library_caches
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,15 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process gets SIGTERM (``kill``, ``timeout``, a scheduler)."""
+
+
+def _terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,8 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s" if not args.debug else "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    route_library_caches()  # their files go to the machine cache, not HOME or TMPDIR
+    previous = signal.signal(signal.SIGTERM, _terminated)  # stop like Ctrl-C: workers ended
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with every failure turned into one line and an exit code."""
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("medfoundry: stopped (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except MedfoundryError as err:
         report = getattr(err, "report", None)
         if callable(report):

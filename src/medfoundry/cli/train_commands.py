@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from medfoundry import MedfoundryError
+from medfoundry.cli.arg_types import positive_int
 from medfoundry.models.sizes import MODEL_SIZES
 
 
@@ -27,16 +28,16 @@ def add_models(sub, common) -> None:
     info.add_argument("name", choices=sorted(MODEL_SIZES), metavar="NAME")
     info.add_argument(
         "--patch",
-        type=int,
+        type=positive_int,
         nargs=3,
         default=[128, 128, 128],
         metavar=("Z", "Y", "X"),
         help="default 128 128 128",
     )
-    info.add_argument("--in-channels", type=int, default=1)
-    info.add_argument("--classes", type=int, default=8, help="output channels (default 8)")
+    info.add_argument("--in-channels", type=positive_int, default=1)
+    info.add_argument("--classes", type=positive_int, default=8, help="output channels (default 8)")
     info.add_argument(
-        "--batch-size", type=int, default=2, help="for the memory estimate (default 2)"
+        "--batch-size", type=positive_int, default=2, help="for the memory estimate (default 2)"
     )
     info.set_defaults(func=_models_info)
     save = msub.add_parser(
@@ -76,7 +77,13 @@ def _models_save(a) -> None:
 
 def _models_info(a) -> None:
     from medfoundry.models.info import describe_model
+    from medfoundry.models.sizes import MIN_FEATURE_MAP_VOX
 
+    if max(a.patch) < 2 * MIN_FEATURE_MAP_VOX:
+        raise MedfoundryError(
+            f"--patch {a.patch} is too small: the network needs one axis of at least "
+            f"{2 * MIN_FEATURE_MAP_VOX} voxels to down-sample"
+        )
     d = describe_model(a.name, a.patch, a.in_channels, a.classes, a.batch_size)
     print(
         f"{a.name}: {d['params'] / 1e6:.2f}M parameters ({d['transformer_params'] / 1e6:.2f}M in the Transformer)"

@@ -7,6 +7,7 @@ import typing
 from pathlib import Path
 
 from medfoundry import MedfoundryError
+from medfoundry.cli.arg_types import non_negative_float, positive_float, positive_int
 from medfoundry.cli.train_commands import add_training_flags, config_from_flags, run_summary
 from medfoundry.training.config import FreezePolicy
 
@@ -49,10 +50,16 @@ def add_finetune(sub, common) -> None:
     p.add_argument(
         "--head-warmup", type=int, metavar="STEPS", help="train only the head for STEPS steps first"
     )
-    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="default: planned")
-    p.add_argument("--memory-gb", type=float, default=8.0, help="planning budget (default 8)")
+    p.add_argument(
+        "--patch", type=positive_int, nargs=3, metavar=("Z", "Y", "X"), help="default: planned"
+    )
+    p.add_argument(
+        "--memory-gb", type=positive_float, default=8.0, help="planning budget (default 8)"
+    )
     add_training_flags(p)
-    p.add_argument("-j", "--jobs", type=int, default=2, metavar="N", help="preprocessing workers")
+    p.add_argument(
+        "-j", "--jobs", type=positive_int, default=2, metavar="N", help="preprocessing workers"
+    )
     p.set_defaults(func=_finetune)
 
 
@@ -83,8 +90,9 @@ def add_predict(sub, common) -> None:
         parents=[common],
         help="segment images with a trained model",
         description="Sliding-window prediction with the checkpoint's own preprocessing; label maps in the "
-        "input geometry and header. Cases already in OUT_DIR are kept; unreadable inputs are reported "
-        "and skipped.",
+        "input geometry and header. Cases already in OUT_DIR made by the same model and settings from "
+        "the same inputs (recorded in OUT_DIR/.medfoundry/CASE.json) are kept, others predicted again; "
+        "unreadable inputs and images with NaN/Inf voxels are reported and skipped (exit 1).",
     )
     p.add_argument(
         "-m",
@@ -104,7 +112,9 @@ def add_predict(sub, common) -> None:
         help="an image, a folder of images ({case}_0000.nii.gz channel files are grouped), or a DICOM series folder",
     )
     p.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR")
-    p.add_argument("--step", type=float, default=0.5, help="tile step / patch (default 0.5)")
+    p.add_argument(
+        "--step", type=float, default=0.5, help="tile step / patch, in (0, 1] (default 0.5)"
+    )
     mirror = p.add_mutually_exclusive_group()
     mirror.add_argument(
         "--mirror",
@@ -125,12 +135,11 @@ def add_predict(sub, common) -> None:
 
 
 def _predict(a) -> int:
-    from medfoundry.inference.predict_files import predict_paths
-    from medfoundry.inference.predictor import Predictor
+    from medfoundry.inference.predict_files import group_inputs, predict_paths
+    from medfoundry.inference.predictor import PredictOptions, Predictor
+    from medfoundry.runs.checkpoint import load_checkpoint, resolve_checkpoint
 
-    predictor = Predictor.from_checkpoint(
-        a.model,
-        a.device,
+    options = PredictOptions(  # bad options, then bad inputs, fail before the model loads
         step_fraction=a.step,
         mirror=a.mirror,
         amp=not a.no_amp,
@@ -138,6 +147,8 @@ def _predict(a) -> int:
         classes=a.classes,
         save_probabilities=a.save_probabilities,
     )
+    group_inputs(a.input)
+    predictor = Predictor(load_checkpoint(resolve_checkpoint(a.model)), a.device, options)
     out = predict_paths(predictor, a.input, a.out, progress=not a.quiet)
     print(
         f"predicted {len(out['written'])} case(s), kept {len(out['kept'])}, failed {len(out['failed'])} -> {out['out_dir']}"
@@ -158,12 +169,15 @@ def add_evaluate(sub, common) -> None:
         "-o", "--out", type=Path, default=Path("summary.json"), help="default summary.json"
     )
     p.add_argument(
-        "--labels", type=int, nargs="+", help="label ids (default: all in the references)"
+        "--labels", type=positive_int, nargs="+", help="label ids (default: all in the references)"
     )
     p.add_argument(
-        "--tolerance-mm", type=float, default=1.0, help="surface Dice tolerance (default 1)"
+        "--tolerance-mm",
+        type=non_negative_float,
+        default=1.0,
+        help="surface Dice tolerance (default 1)",
     )
-    p.add_argument("-j", "--jobs", type=int, default=2, metavar="N")
+    p.add_argument("-j", "--jobs", type=positive_int, default=2, metavar="N")
     p.set_defaults(func=_evaluate)
 
 
@@ -210,9 +224,11 @@ def add_benchmark(sub, common) -> None:
         help="bundled name or YAML file (default transfer_real)",
     )
     t.add_argument("--direction", nargs="+", metavar="NAME", help="only these directions")
-    t.add_argument("--ks", type=int, nargs="+", help="override the preset's k values (epochs)")
-    t.add_argument("--full-epochs", type=int, help="override the full from-scratch budget")
-    t.add_argument("-j", "--jobs", type=int, default=2, metavar="N")
+    t.add_argument(
+        "--ks", type=positive_int, nargs="+", help="override the preset's k values (epochs)"
+    )
+    t.add_argument("--full-epochs", type=positive_int, help="override the full from-scratch budget")
+    t.add_argument("-j", "--jobs", type=positive_int, default=2, metavar="N")
     t.set_defaults(func=_benchmark_transfer)
 
 

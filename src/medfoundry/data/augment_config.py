@@ -44,6 +44,24 @@ class AugmentConfig:
     flat_rotation_deg: float = 180.0
 
 
+AUGMENT_RANGES = {
+    **{f"{t}_p": "[0, 1]" for t in ("rotation", "scale", "noise", "blur", "brightness")},
+    **{f"{t}_p": "[0, 1]" for t in ("contrast", "lowres", "gamma", "mirror")},
+    "rotation_deg": "[0, 180]",
+    "scale_range": "(0, inf)",
+    "noise_variance": "[0, inf)",
+    "blur_sigma": "[0, inf)",
+    "brightness_range": "(0, inf)",
+    "contrast_range": "(0, inf)",
+    "lowres_zoom": "(0, 1]",
+    "gamma_range": "(0, inf)",
+    "mirror_axes": "[0, 2]",
+    "flat_ratio": "(0, inf)",
+    "flat_rotation_deg": "[0, 180]",
+}
+"""Allowed values of :class:`AugmentConfig` (probabilities in [0, 1], ranges low <= high)."""
+
+
 def is_flat(cfg: AugmentConfig, patch_size) -> bool:
     """True when ``patch_size`` (Z, Y, X) gets in-plane (2D) spatial augmentation."""
     return max(patch_size) > cfg.flat_ratio * patch_size[0]

@@ -1,10 +1,13 @@
 """``medfoundry predict``: stream a file or folder of images through a :class:`Predictor`.
 
 Inputs: single files, or nnU-Net-style channel files ``{case}_{0000}.nii.gz`` grouped into one
-multi-channel case, or DICOM series folders. One case in memory at a time. A case that cannot be read
-or predicted is reported and skipped; the others are still written. Outputs: ``{case}{suffix}``
-label maps with the input's header, and with probabilities ``{case}.npz`` (``probabilities``
-``(K, Z, Y, X)`` float16, ``class_names``, ``class_ids``).
+multi-channel case, or DICOM series folders (hidden files are ignored). One case in memory at a
+time. A case that cannot be read or predicted (NaN/Inf voxels included) is reported and skipped; the
+others are still written. Outputs: ``{case}{suffix}`` label maps with the input's header, with
+probabilities ``{case}.npz`` (``probabilities`` ``(K, Z, Y, X)`` float16, ``class_names``,
+``class_ids``), and the record of how they were made (:mod:`medfoundry.inference.prediction_record`):
+a rerun keeps a case only when that record matches the model, settings and inputs and its files are
+intact. The output folder is created with the first file written.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from medfoundry import MedfoundryError
-from medfoundry.io import read_image, write_volume
+from medfoundry.inference.prediction_record import (
+    expected_record,
+    record_path,
+    why_stale,
+    write_record,
+)
+from medfoundry.io import Volume, read_image, write_volume
 from medfoundry.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -28,11 +37,14 @@ _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 def group_inputs(path: str | os.PathLike) -> dict[str, tuple[list[Path], str]]:
     """``{case: ([channel files in order], output suffix)}`` for a file, a folder of files, or a
-    DICOM series folder (a folder holding no volume files is read as one series)."""
+    DICOM series folder (a folder holding DICOM files and no volume files is read as one series)."""
     path = Path(path)
     if not path.exists():
         raise MedfoundryError(f"{path}: not found")
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     cases: dict[str, tuple[list[Path], str]] = {}
     for f in files:
         suffix = next((s for s in SUFFIXES if f.name.endswith(s)), None)
@@ -42,44 +54,89 @@ def group_inputs(path: str | os.PathLike) -> dict[str, tuple[list[Path], str]]:
         m = _CHANNEL.match(stem)
         case = m["case"] if m and path.is_dir() else stem
         cases.setdefault(case, ([], suffix))[0].append(f)
-    if not cases and path.is_dir():
+    if not cases and path.is_dir() and any(_is_dicom(f) for f in files):
         cases[path.name] = ([path], ".nii.gz")  # a DICOM series folder
     if not cases:
-        raise MedfoundryError(f"{path}: no images ({', '.join(SUFFIXES)}) found")
+        raise MedfoundryError(f"{path}: no images ({', '.join(SUFFIXES)} or DICOM files) found")
     return cases
+
+
+def _is_dicom(path: Path) -> bool:
+    """A ``.dcm`` file, or one with the DICOM preamble (``DICM`` at byte 128)."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def predict_paths(
     predictor, inputs: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True
 ) -> dict:
-    """Predict every case under ``inputs`` into ``out_dir``; returns ``{"written": [...],
-    "failed": {case: reason}}``. Cases whose output exists already are kept (rerun = resume)."""
+    """Predict every case under ``inputs`` into ``out_dir``; returns ``{"written": [...], "kept":
+    [...], "failed": {case: reason}, "out_dir": ...}``. A case whose files were made by the same
+    model and settings from the same inputs is kept (rerun = resume); any other is predicted again."""
     cases = group_inputs(inputs)  # bad input fails before anything is written
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MedfoundryError(f"{out_dir}: exists and is not a folder")
+    model_sha256, settings = predictor.model_sha256, predictor.output_settings()
     written, failed, kept = [], {}, []
     for case, (files, suffix) in tqdm(
         cases.items(), desc="predict", unit="case", disable=not progress
     ):
-        target = out_dir / f"{case}{suffix}"
-        if target.exists():
-            kept.append(case)
-            continue
+        outputs = [out_dir / f"{case}{suffix}"]
+        if settings["save_probabilities"]:
+            outputs.append(out_dir / f"{case}.npz")
+        expected = expected_record(model_sha256, settings, files)
+        if outputs[0].exists():
+            if (reason := why_stale(record_path(out_dir, case), expected, outputs)) is None:
+                kept.append(case)
+                continue
+            log.info("%s: predicting again: %s", case, reason)
         try:
-            image = read_image(files)
-            pred = predictor.predict(image)
+            pred = _predict_case(predictor, files, case, progress)
         except (MedfoundryError, ValueError, OSError) as exc:
             failed[case] = str(exc)
             log.warning("skipped %s: %s", case, exc)
             continue
-        if pred.probabilities is not None:
-            with atomic_path(out_dir / f"{case}.npz") as tmp:
-                np.savez_compressed(
-                    tmp,
-                    probabilities=pred.probabilities,
-                    class_names=np.array(pred.class_names),
-                    class_ids=np.array(pred.class_ids),
-                )
-        write_volume(pred.labels, target)  # last: its presence marks the case done
+        _write_case(pred, outputs, record_path(out_dir, case), expected)
         written.append(case)
     return {"written": written, "kept": kept, "failed": failed, "out_dir": str(out_dir)}
+
+
+def _predict_case(predictor, files: list[Path], case: str, progress: bool):
+    """Read one case and predict it; NaN/Inf voxels are an error naming the file."""
+    image = read_image(files)
+    check_finite(image, files)
+    return predictor.predict(image, progress=progress, name=case)
+
+
+def check_finite(image: Volume, files: list[Path]) -> None:
+    """Raise :class:`MedfoundryError` naming the (first) channel file of ``image`` ``(C, Z, Y, X)``
+    that holds NaN or infinite voxels, as ``pool build`` refuses them."""
+    if np.isfinite(image.array).all():
+        return
+    bad = (~np.isfinite(image.array)).reshape(image.num_channels, -1).sum(axis=1)  # (C,)
+    channel = int(np.flatnonzero(bad)[0])
+    path = files[channel] if len(files) == image.num_channels else files[0]
+    raise MedfoundryError(
+        f"{path}: contains NaN or infinite values ({int(bad.sum()):,} of {image.array.size:,} voxels)"
+    )
+
+
+def _write_case(pred, outputs: list[Path], record_file: Path, expected: dict) -> None:
+    """Write the label map ``outputs[0]`` (and probabilities ``outputs[1]``), then their record."""
+    record_file.unlink(missing_ok=True)  # an old record must not vouch for half-replaced files
+    if len(outputs) > 1:
+        with atomic_path(outputs[1]) as tmp:
+            np.savez_compressed(
+                tmp,
+                probabilities=pred.probabilities,
+                class_names=np.array(pred.class_names),
+                class_ids=np.array(pred.class_ids),
+            )
+    write_volume(pred.labels, outputs[0])
+    write_record(record_file, expected, outputs)  # last: its presence marks the case done

@@ -6,21 +6,33 @@ to the cropped input grid -> the task's decision rule (:meth:`SegmentationTask.d
 pasted into the input's full extent and written with the input's header. Output ids: a model trained
 on one dataset (or asked for one with ``dataset=``) writes that dataset's own label ids; a pool model
 otherwise writes the pool's global ids.
+
+A volume that preprocessing up-samples by more than :data:`UPSAMPLE_WARN_FACTOR` (e.g. a 512 x 512 x
+32 CT at 0.78 x 0.78 x 7.5 mm for a model planned at 1 mm: ~39M voxels, ~3,000 tiles) is predicted
+with a warning giving the factor, the voxel count and the tile count: its time grows with them.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from medfoundry import MedfoundryError
-from medfoundry.inference.sliding_window import predict_sliding_window
+from medfoundry.inference.prediction_record import sha256_file
+from medfoundry.inference.sliding_window import (
+    check_step_fraction,
+    count_tiles,
+    predict_sliding_window,
+)
 from medfoundry.io import Volume
 from medfoundry.models.registry import create_model_from_description
 from medfoundry.preprocessing.transform import transform_volume
@@ -29,6 +41,8 @@ from medfoundry.tasks import task_from_description
 from medfoundry.utils.device import parse_device
 
 log = logging.getLogger(__name__)
+UPSAMPLE_WARN_FACTOR = 4.0
+"""Warn when the preprocessed grid holds more than this many times the (cropped) input's voxels."""
 
 
 @dataclass
@@ -47,6 +61,21 @@ class PredictOptions:
     classes: list[str] | None = None
     """Only these classes (names, or ids in the output id space); the rest become background."""
     save_probabilities: bool = False
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`MedfoundryError` for a value no prediction can use (named as the CLI flag)."""
+        try:
+            check_step_fraction(self.step_fraction)
+        except (TypeError, ValueError):
+            raise MedfoundryError(
+                f"--step (step_fraction) must be in (0, 1] (the tile step as a fraction of the "
+                f"patch), got {self.step_fraction}"
+            ) from None
+        if not isinstance(self.tiles_per_batch, int) or self.tiles_per_batch < 1:
+            raise MedfoundryError(f"tiles_per_batch must be >= 1, got {self.tiles_per_batch}")
 
 
 @dataclass
@@ -67,6 +96,8 @@ class Predictor:
         self, ckpt: Checkpoint, device: str = "auto", options: PredictOptions | None = None
     ):
         self.options = options or PredictOptions()
+        self.options.check()
+        self.checkpoint_path = Path(ckpt.path)
         self.device = parse_device(device)
         self.description = ckpt.description()
         self.task = task_from_description(self.description)
@@ -127,11 +158,38 @@ class Predictor:
             axes = tuple(a for a in axes if a != lr)
         return axes
 
+    @cached_property
+    def model_sha256(self) -> str:
+        """sha256 of the model file the weights were loaded from (read once, when first asked)."""
+        return sha256_file(self.checkpoint_path)
+
+    def output_settings(self) -> dict:
+        """Every setting, as resolved, that changes what :meth:`predict` returns (JSON)."""
+        o = self.options
+        return {
+            "step_fraction": float(o.step_fraction),
+            "mirror": bool(self.mirror),
+            "amp": bool(o.amp),
+            "dataset": o.dataset,
+            "class_names": list(self.class_names),
+            "output_ids": [int(i) for i in self.output_ids],
+            "save_probabilities": bool(o.save_probabilities),
+        }
+
     @torch.no_grad()
-    def predict(self, image: Volume) -> Prediction:
+    def predict(self, image: Volume, progress: bool = False, name: str = "image") -> Prediction:
+        """Segment ``image`` (``(C, Z, Y, X)``, any geometry); ``progress``: a bar over tiles;
+        ``name``: how log messages call the image. NaN/Inf voxels are a :class:`MedfoundryError`."""
+        if not np.isfinite(image.array).all():
+            bad = int((~np.isfinite(image.array)).sum())
+            raise MedfoundryError(
+                f"{name}: contains NaN or infinite values ({bad:,} of {image.array.size:,} voxels)"
+            )
         img, _, props = transform_volume(image, self.dataset_plan)
+        axes = self.mirror_axes(image)
+        self._warn_if_upsampled(props, 2 ** len(axes), name)
         x = torch.from_numpy(img).to(self.device)
-        logits = self._logits(x, self.mirror_axes(image))  # (K, z, y, x) preprocessed grid
+        logits = self._logits(x, axes, progress)  # (K, z, y, x) preprocessed grid
         if props["resampled"]:
             logits = F.interpolate(logits[None], size=props["cropped_shape_zyx"], mode="trilinear")
             logits = logits[0]
@@ -147,15 +205,41 @@ class Predictor:
             full[:, z0:z1, y0:y1, x0:x1] = probs[1:].cpu().numpy()
         return Prediction(image.with_array(labels[None]), full, self.class_names, self.output_ids)
 
-    def _logits(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    def _warn_if_upsampled(self, props: dict, passes: int, name: str) -> None:
+        """Log a warning when preprocessing multiplied the voxel count by > UPSAMPLE_WARN_FACTOR."""
+        before = math.prod(props["cropped_shape_zyx"])
+        after = math.prod(props["shape_zyx"])
+        if after <= UPSAMPLE_WARN_FACTOR * before:
+            return
+        tiles = count_tiles(props["shape_zyx"], self.patch, self.options.step_fraction)
+        log.warning(
+            "%s: up-sampled %.1fx to the model's %s mm grid (%s -> %s voxels, %s tiles%s); "
+            "this case will be slow",
+            name,
+            after / before,
+            "x".join(f"{s:g}" for s in props["target_spacing_mm"]),
+            f"{before:,}",
+            f"{after:,}",
+            f"{tiles:,}",
+            f" x {passes} mirrored passes" if passes > 1 else "",
+        )
+
+    def _logits(self, x: torch.Tensor, axes: tuple[int, ...], progress: bool) -> torch.Tensor:
         o = self.options
         flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
         total = None
-        for flip in flips:
+        for i, flip in enumerate(flips):
             dims = [a + 1 for a in flip]
             xi = torch.flip(x, dims) if dims else x
+            label = f"tiles {i + 1}/{len(flips)}" if len(flips) > 1 else "tiles"
             out = predict_sliding_window(
-                self.model, xi, self.patch, o.step_fraction, o.tiles_per_batch, o.amp
+                self.model,
+                xi,
+                self.patch,
+                o.step_fraction,
+                o.tiles_per_batch,
+                o.amp,
+                progress and label,
             )
             out = torch.flip(out, dims) if dims else out
             total = out if total is None else total + out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from medfoundry.utils.device import autocast_for
 
@@ -25,7 +26,8 @@ def compute_gaussian(patch_zyx, sigma_scale: float = 1.0 / 8) -> np.ndarray:
 
 def compute_steps(image_zyx, patch_zyx, step_fraction: float = 0.5) -> list[list[int]]:
     """Tile start positions per axis: the fewest evenly spaced tiles with step <= step_fraction x patch
-    that cover the image (image size >= patch size on every axis)."""
+    that cover the image (image size >= patch size on every axis); ``step_fraction`` in (0, 1]."""
+    check_step_fraction(step_fraction)
     steps = []
     for size, patch in zip(image_zyx, patch_zyx, strict=True):
         if size < patch:
@@ -36,6 +38,19 @@ def compute_steps(image_zyx, patch_zyx, step_fraction: float = 0.5) -> list[list
     return steps
 
 
+def check_step_fraction(step_fraction: float) -> None:
+    """Raise ``ValueError`` unless the tile step (a fraction of the patch) is in (0, 1]: 0 places no
+    tile after the first, above 1 leaves gaps between tiles."""
+    if not 0 < step_fraction <= 1:  # also refuses NaN
+        raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
+
+
+def count_tiles(image_zyx, patch_zyx, step_fraction: float = 0.5) -> int:
+    """Tiles one sliding-window pass places over an image ``(Z, Y, X)`` (padded up to the patch)."""
+    padded = [max(s, p) for s, p in zip(image_zyx, patch_zyx, strict=True)]
+    return int(np.prod([len(s) for s in compute_steps(padded, patch_zyx, step_fraction)]))
+
+
 @torch.no_grad()
 def predict_sliding_window(
     model,
@@ -44,10 +59,12 @@ def predict_sliding_window(
     step_fraction: float = 0.5,
     tiles_per_batch: int = 1,
     amp: bool = False,
+    progress: bool | str = False,
 ) -> torch.Tensor:
     """Logits ``(K, Z, Y, X)`` for an image ``(C, Z, Y, X)`` (on the model's device).
 
     Images smaller than the patch are zero-padded symmetrically and the padding removed from the result.
+    ``progress``: a progress bar over tiles (a string: its label).
     """
     device = next(model.parameters()).device
     image = image.to(device)
@@ -60,12 +77,15 @@ def predict_sliding_window(
     gauss = torch.from_numpy(compute_gaussian(patch_zyx)).to(device)
     logits = None
     weight = torch.zeros(shape, device=device)
-    starts = [
-        (z, y, x)
-        for z in compute_steps(shape, patch_zyx, step_fraction)[0]
-        for y in compute_steps(shape, patch_zyx, step_fraction)[1]
-        for x in compute_steps(shape, patch_zyx, step_fraction)[2]
-    ]
+    steps_z, steps_y, steps_x = compute_steps(shape, patch_zyx, step_fraction)
+    starts = [(z, y, x) for z in steps_z for y in steps_y for x in steps_x]
+    bar = tqdm(
+        total=len(starts),
+        desc=progress if isinstance(progress, str) else "tiles",
+        unit="tile",
+        leave=False,
+        disable=not progress,
+    )
     for i in range(0, len(starts), tiles_per_batch):
         chunk = starts[i : i + tiles_per_batch]
         tiles = torch.stack(
@@ -87,6 +107,8 @@ def predict_sliding_window(
             )
             logits[(slice(None), *sl)] += tile.float() * gauss
             weight[sl] += gauss
+        bar.update(len(chunk))
+    bar.close()
     logits /= weight
     crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, image.shape[1:], strict=True))
     return logits[(slice(None), *crop)]

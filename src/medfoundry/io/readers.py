@@ -2,13 +2,21 @@
 
 Every reader returns a :class:`~medfoundry.io.volume.Volume` in the ``(C, Z, Y, X)`` contract and raises
 :class:`VolumeReadError` naming the file and the reason for anything unreadable (missing, empty, corrupt,
-truncated, unsupported).
+truncated, unsupported, not 3D, a voxel type that is not integer or real) and for nothing else.
+
+What the libraries print while reading (nibabel's header fixes, ITK's C++ warnings, MetaIO's notes
+on a short file) goes to this module's debug log, so a user sees our one-line error only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Sequence
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +24,15 @@ import numpy as np
 from medfoundry import MedfoundryError
 from medfoundry.io.volume import Volume
 
+log = logging.getLogger(__name__)
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 # RAS (NIfTI) <-> LPS (ITK): negate world x and y.
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+_VOXEL_KINDS = "biuf"  # bool, signed and unsigned integers, real floats (numpy dtype kinds)
+_INT32 = np.iinfo(np.int32)
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is process-wide: one redirection at a time
 
 
 class VolumeReadError(MedfoundryError):
@@ -60,18 +73,18 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if fmt != "dicom_series" and p.stat().st_size == 0:
         raise VolumeReadError(path, "file is empty (0 bytes)")
     try:
-        if fmt == "nifti":
-            vol = _read_nifti(p)
-        elif fmt == "itk":
-            vol = _read_itk(p)
-        else:
-            vol = _read_dicom_series(p)
+        with _library_output_to_log(p, itk=fmt != "nifti"):
+            if fmt == "nifti":
+                vol = _read_nifti(p)
+            elif fmt == "itk":
+                vol = _read_itk(p)
+            else:
+                vol = _read_dicom_series(p)
     except VolumeReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every library failure becomes one named error
         raise VolumeReadError(path, _describe(exc)) from exc
-    if min(vol.array.shape) == 0:
-        raise VolumeReadError(path, f"volume has no voxels (shape {vol.array.shape})")
+    _check_voxels(path, vol.array)
     return vol
 
 
@@ -82,32 +95,119 @@ def read_image(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> Volume
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    if not paths:
+        raise ValueError("read_image needs at least one file")
     vols = [read_volume(p) for p in paths]
     first = vols[0]
     for p, v in zip(paths[1:], vols[1:], strict=True):
         if not v.same_geometry(first):
             raise VolumeReadError(p, f"channel geometry {v.geometry()} differs from {paths[0]}")
     array = vols[0].array if len(vols) == 1 else np.concatenate([v.array for v in vols], axis=0)
-    return first.with_array(array.astype(np.float32, copy=False))
+    with np.errstate(over="ignore"):  # values beyond float32 become +-Inf, which validation reports
+        return first.with_array(array.astype(np.float32, copy=False))
 
 
 def read_label(path: str | os.PathLike) -> Volume:
     """Read a label map: a ``(1, Z, Y, X)`` integer volume (uint8 when all values fit, else int32).
 
-    Non-integral values (a float map that is not a label map) are an error.
+    Non-integral, NaN/Inf or out-of-int32 values (a float map that is not a label map) are an error.
     """
     vol = read_volume(path)
     if vol.num_channels != 1:
-        raise VolumeReadError(path, f"label map must have one channel, found {vol.num_channels}")
+        raise VolumeReadError(
+            path, f"label map must have one channel, found {vol.num_channels} (a 4D file?)"
+        )
     arr = vol.array
-    if not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype.kind == "f":
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise VolumeReadError(path, f"label map holds {bad} NaN/Inf voxels")
         rounded = np.rint(arr)
         if not np.array_equal(rounded, arr):
             raise VolumeReadError(path, "label map holds non-integer values")
         arr = rounded
     lo, hi = (int(arr.min()), int(arr.max()))
+    if lo < _INT32.min or hi > _INT32.max:
+        raise VolumeReadError(path, f"label values [{lo}, {hi}] do not fit in 32-bit integers")
     dtype = np.uint8 if lo >= 0 and hi < 256 else np.int32
     return vol.with_array(arr.astype(dtype, copy=False))
+
+
+def _check_voxels(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Refuse an empty array and a voxel type that is not bool, integer or real float."""
+    if min(array.shape) == 0:
+        raise VolumeReadError(path, f"volume has no voxels (shape {array.shape})")
+    if array.dtype.kind not in _VOXEL_KINDS or array.dtype.fields is not None:
+        raise VolumeReadError(
+            path, f"voxel type {array.dtype} is not supported (expected integers or real floats)"
+        )
+
+
+@contextlib.contextmanager
+def _library_output_to_log(path: Path, itk: bool) -> Iterator[None]:
+    """Send what nibabel and SimpleITK (``itk``: it reads) print or warn while reading ``path`` to
+    the debug log."""
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # numpy's casts of a damaged header, nibabel's notes
+        try:
+            with _nibabel_log_captured(notes), _native_stderr_captured(notes, itk):
+                yield
+        finally:
+            notes += [f"{w.category.__name__}: {w.message}" for w in caught]
+            for text in notes:
+                if text.strip():
+                    log.debug("%s: %s", path, " | ".join(text.strip().splitlines()))
+
+
+@contextlib.contextmanager
+def _nibabel_log_captured(notes: list[str]) -> Iterator[None]:
+    """Append the messages nibabel's own logger would print (header fixes) to ``notes``."""
+    from nibabel import imageglobals
+
+    logger = imageglobals.logger
+    handler = logging.Handler()
+    handler.emit = lambda record: notes.append(record.getMessage())  # type: ignore[method-assign]
+    saved = (logger.handlers[:], logger.propagate)
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.propagate = saved
+
+
+@contextlib.contextmanager
+def _native_stderr_captured(notes: list[str], itk: bool) -> Iterator[None]:
+    """Append what native code writes to file descriptor 2 (C++ ``std::cerr``: ITK warnings, MetaIO
+    notes on a short file) to ``notes``; with ``itk``, SimpleITK's warning display is off meanwhile."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            saved_fd = os.dup(2)
+        except OSError:  # no stderr at all: nothing to protect
+            saved_fd = None
+        if saved_fd is not None:
+            os.dup2(sink.fileno(), 2)
+        shown = _itk_warnings(False) if itk else None
+        try:
+            yield
+        finally:
+            if shown is not None:
+                _itk_warnings(shown)
+            if saved_fd is not None:
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+            sink.seek(0)
+            notes.append(sink.read().decode(errors="replace"))
+
+
+def _itk_warnings(show: bool) -> bool:
+    """Switch SimpleITK's global warning display; returns the previous setting."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject_GetGlobalWarningDisplay()
+    sitk.ProcessObject_SetGlobalWarningDisplay(show)
+    return shown
 
 
 def _read_nifti(path: Path) -> Volume:
@@ -115,7 +215,12 @@ def _read_nifti(path: Path) -> Volume:
 
     img = nib.load(str(path))
     if len(img.shape) not in (3, 4):
-        raise VolumeReadError(path, f"expected a 3D or 4D NIfTI, found shape {img.shape}")
+        raise VolumeReadError(
+            path,
+            f"expected a 3D or 4D (X, Y, Z, C) NIfTI, found {len(img.shape)}D shape {img.shape}",
+        )
+    if 0 in img.shape:
+        raise VolumeReadError(path, f"volume has no voxels (shape {img.shape})")
     data = np.asanyarray(img.dataobj)  # applies scl_slope / scl_inter
     if data.ndim == 3:
         data = data[..., None]
@@ -133,7 +238,7 @@ def _read_nifti(path: Path) -> Volume:
 def _read_itk(path: Path) -> Volume:
     import SimpleITK as sitk
 
-    return _from_sitk(sitk.ReadImage(str(path)))
+    return _from_sitk(sitk.ReadImage(str(path)), path)
 
 
 def _read_dicom_series(folder: Path) -> Volume:
@@ -149,14 +254,19 @@ def _read_dicom_series(folder: Path) -> Volume:
             f"folder holds {len(series)} DICOM series ({', '.join(series)}); give one series per folder",
         )
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return _from_sitk(reader.Execute())
+    return _from_sitk(reader.Execute(), folder)
 
 
-def _from_sitk(img) -> Volume:
+def _from_sitk(img, path: Path) -> Volume:
+    """A SimpleITK image (3D, scalar or vector-valued) of ``path`` as a ``(C, Z, Y, X)`` volume."""
     import SimpleITK as sitk
 
     if img.GetDimension() != 3:
-        raise ValueError(f"expected a 3D image, found {img.GetDimension()}D")
+        raise VolumeReadError(
+            path,
+            f"expected a 3D image (several channels as vector components), found a "
+            f"{img.GetDimension()}D image of size {tuple(img.GetSize())} (X first)",
+        )
     arr = sitk.GetArrayFromImage(img)  # (Z, Y, X) or (Z, Y, X, C)
     array = arr[None] if arr.ndim == 3 else np.moveaxis(arr, -1, 0)
     d = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3)  # columns: x, y, z axes
@@ -171,6 +281,10 @@ def _describe(exc: Exception) -> str:
             msg = line.split("Description:")[-1].strip()
             break
     kind = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return (
+            f"too large to read into memory ({kind}: {msg or 'the header declares a huge volume'})"
+        )
     if (
         isinstance(exc, EOFError | OSError)
         or "zlib" in msg.lower()

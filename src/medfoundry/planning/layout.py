@@ -10,12 +10,32 @@ import math
 
 import numpy as np
 
+from medfoundry import MedfoundryError
 from medfoundry.models.memory import estimate_memory_bytes
 from medfoundry.models.sizes import MIN_FEATURE_MAP_VOX, ModelSize, stage_strides, total_stride
 
 MAX_BATCH = 32
 BATCH_DATASET_FRACTION = 0.05
 """A batch may cover at most this fraction of all the pool's voxels (nnU-Net's rule)."""
+
+
+def check_patch_layout(patch_vox: list[int], strides: list[list[int]], what: str = "patch") -> None:
+    """A network can take ``patch_vox`` (Z, Y, X) with these stage ``strides`` only when it has at
+    least one down-sampling stage and the patch is divisible by the total stride; else a one-line
+    :class:`MedfoundryError` naming ``what`` (the flag or config key the patch came from)."""
+    if len(patch_vox) != 3 or min(patch_vox) < 1:
+        raise MedfoundryError(f"{what} must be three positive integers (Z Y X), got {patch_vox}")
+    if len(strides) < 2:
+        raise MedfoundryError(
+            f"{what} {list(patch_vox)} is too small: the network needs one axis of at least "
+            f"{2 * MIN_FEATURE_MAP_VOX} voxels to down-sample"
+        )
+    step = total_stride(strides)
+    if any(p % s for p, s in zip(patch_vox, step, strict=True)):
+        raise MedfoundryError(
+            f"{what} {list(patch_vox)} must be divisible by the network's total stride {step} "
+            "(Z, Y, X)"
+        )
 
 
 def plan_patch(

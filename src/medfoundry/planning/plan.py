@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError, __version__
-from medfoundry.models.sizes import get_size, stage_strides, total_stride
+from medfoundry.models.sizes import get_size, stage_strides
 from medfoundry.planning.fingerprint import compute_fingerprint
-from medfoundry.planning.layout import plan_patch, stage_layout
+from medfoundry.planning.layout import check_patch_layout, plan_patch, stage_layout
 from medfoundry.planning.spacing import is_anisotropic, target_spacing
 from medfoundry.pool.build import load_pool
 from medfoundry.utils.jsonfile import read_json, write_json
@@ -175,12 +175,7 @@ def _fixed_patch(size, patch, spacing, batch, in_channels, num_classes) -> dict:
     if len(patch) != 3 or min(patch) < 1:
         raise MedfoundryError(f"patch size must be three positive integers (Z Y X), got {patch}")
     strides = stage_strides(list(patch), spacing, size.max_stages)
-    step = total_stride(strides)
-    bad = [a for a in range(3) if patch[a] % step[a]]
-    if bad:
-        raise MedfoundryError(
-            f"patch {list(patch)} must be divisible by the network's total stride {step} (Z, Y, X)"
-        )
+    check_patch_layout(list(patch), strides)
     return {
         "patch_size_vox": [int(p) for p in patch],
         "batch_size": batch,

@@ -10,7 +10,8 @@
   multi-channel file), label, valid_labels (global foreground ids its dataset annotates), shape (Z, Y, X),
   spacing (Z, Y, X mm), sampling_probability (sums to 1 over the pool), label_values (local ids
   present), nonzero_bbox}``.
-* ``skipped``: ``[{case, file, reason}]`` for cases dropped by ``--skip-invalid``.
+* ``skipped``: ``[{case, file, reason}]`` for cases dropped by ``--skip-invalid`` (an image without a
+  label file is one, with reason ``no label file``).
 
 Next to it, ``foreground_samples.npz`` holds per case (key = case id) a ``(C, N)`` sample of foreground
 intensities, which ``plan`` uses for dataset statistics without reading the images again.
@@ -27,11 +28,13 @@ import numpy as np
 from medfoundry import MedfoundryError, __version__
 from medfoundry.pool.labels import LabelSpace
 from medfoundry.pool.layouts import CaseFiles, DatasetLayout, list_cases
+from medfoundry.pool.modality import warn_unknown_channels
 from medfoundry.pool.sampling import sampling_probabilities
 from medfoundry.pool.spec import DatasetSpec, PoolSpec, load_pool_spec
 from medfoundry.pool.validate import CaseInfo, Problem, inspect_case
 from medfoundry.utils.atomic import atomic_path
 from medfoundry.utils.jsonfile import read_json, write_json
+from medfoundry.utils.names import check_case_id
 from medfoundry.utils.parallel import map_with_progress
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,8 @@ def build_pool(
     ]
     results = list(map_with_progress(_inspect, work, jobs, desc="validate", progress=progress))
     problems = [p for r in results if isinstance(r, list) for p in r]
-    problems += _channel_problems(spec, results, work)
+    problems += _channel_problems(results, work)
+    problems += _unlabelled_problems(spec, layouts)
     if problems and not skip_invalid:
         raise PoolValidationError(problems)
     bad_cases = {p.case for p in problems}
@@ -137,13 +141,34 @@ def build_pool(
 
 
 def load_pool(pool_dir: str | os.PathLike) -> dict:
-    """Read ``POOL_DIR/pool.json`` (or a path to the file itself)."""
+    """Read ``POOL_DIR/pool.json`` (or a path to the file itself).
+
+    Case ids are checked again (the file may have been edited by hand): every consumer builds paths
+    from them, so each must be ``<dataset>/<case>`` with two plain names.
+    """
     path = Path(pool_dir)
     path = path / "pool.json" if path.is_dir() or not path.suffix else path
     pool = read_json(path, "pool.json (run 'medfoundry pool build' first)")
-    if pool.get("format") != POOL_FORMAT:
+    if not isinstance(pool, dict) or pool.get("format") != POOL_FORMAT:
         raise MedfoundryError(f"{path}: not a {POOL_FORMAT} file")
+    _check_case_ids(pool, path)
     return pool
+
+
+def _check_case_ids(pool: dict, path: Path) -> None:
+    """Each case's ``id`` is ``<dataset>/<case>`` (plain names) and starts with its ``dataset``."""
+    cases = pool.get("cases")
+    if not isinstance(cases, list):
+        raise MedfoundryError(f"{path}: 'cases' must be a list")
+    for i, case in enumerate(cases):
+        where = f"{path}: cases[{i}]"
+        case_id = case.get("id") if isinstance(case, dict) else None
+        check_case_id(case_id, f"{where}: case id")  # type: ignore[arg-type]
+        if case_id.split("/")[0] != case.get("dataset"):
+            raise MedfoundryError(
+                f"{where}: case id {case_id!r} does not start with its dataset "
+                f"{case.get('dataset')!r}"
+            )
 
 
 def _inspect(item: tuple[str, CaseFiles, frozenset]) -> CaseInfo | list[Problem]:
@@ -166,6 +191,8 @@ def _resolve_label_map(spec: DatasetSpec, layout: DatasetLayout) -> dict[int, st
 
 
 def _modalities(spec: DatasetSpec, layout: DatasetLayout, num_channels: int) -> list[str]:
+    if spec.modality is None:  # free channel names of a dataset.json: allowed, with a warning
+        warn_unknown_channels(layout.modality, f"dataset '{spec.name}' ({spec.root})")
     mod = spec.modality if spec.modality is not None else layout.modality
     mods = [mod] * num_channels if isinstance(mod, str) else list(mod or [])
     if not mods:
@@ -181,22 +208,39 @@ def _modalities(spec: DatasetSpec, layout: DatasetLayout, num_channels: int) -> 
     return [str(m) for m in mods]
 
 
-def _channel_problems(spec: PoolSpec, results: list, work: list) -> list[Problem]:
+def _channel_problems(results: list, work: list) -> list[Problem]:
     """Every case of the pool must have the same number of channels (one network reads them all)."""
     counts = [
-        (name, r.num_channels, r.case)
-        for (name, _, _), r in zip(work, results, strict=True)
+        (name, files, r.num_channels)
+        for (name, files, _), r in zip(work, results, strict=True)
         if isinstance(r, CaseInfo)
     ]
     if not counts:
         return []
-    values = [c for _, c, _ in counts]
+    values = [c for _, _, c in counts]
     common = max(set(values), key=values.count)
     return [
-        Problem(f"{n}/{case}", "(image)", f"{c} channels, most of the pool has {common}")
-        for n, c, case in counts
+        Problem(
+            f"{name}/{files.case}",
+            ", ".join(str(p) for p in files.images),
+            f"image has {c} channel(s), most of the pool has {common}",
+        )
+        for name, files, c in counts
         if c != common
     ]
+
+
+def _unlabelled_problems(spec: PoolSpec, layouts: dict[str, DatasetLayout]) -> list[Problem]:
+    """An image without a label file (nnU-Net, MSD) is reported like any damaged case."""
+    return [
+        Problem(f"{d.name}/{c.case}", str(_first_existing(c.images)), "no label file")
+        for d in spec.datasets
+        for c in layouts[d.name].unlabelled
+    ]
+
+
+def _first_existing(paths: list[Path]) -> Path:
+    return next((p for p in paths if p.exists()), paths[0])
 
 
 def _dataset_records(spec, layouts, label_maps, space, valid) -> dict:

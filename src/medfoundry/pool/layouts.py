@@ -5,17 +5,23 @@
 * ``msd``: ``dataset.json`` with ``modality``/``labels`` keyed by id; ``imagesTr/{case}.nii.gz``
   (4D for several modalities) and ``labelsTr/{case}.nii.gz``.
 * ``folder``: filename patterns with ``{case}`` (one image pattern per channel) and optional case lists.
+
+Case names become parts of output paths, so every one (from a file name or a case list) must be a
+plain name (:func:`medfoundry.utils.names.check_name`); anything else is a one-line error naming the
+dataset and where the name came from. In the nnU-Net and MSD layouts the cases are the label files;
+an image without one is listed in :attr:`DatasetLayout.unlabelled` so that the build reports it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medfoundry import MedfoundryError
 from medfoundry.pool.spec import DatasetSpec
+from medfoundry.utils.names import check_name
 
 
 @dataclass
@@ -37,6 +43,8 @@ class DatasetLayout:
     """One entry per channel (may be empty when unknown)."""
     label_names: dict[int, str] = field(default_factory=dict)
     """Local id -> name from ``dataset.json`` (background excluded), when the layout has one."""
+    unlabelled: list[CaseFiles] = field(default_factory=list)
+    """Images with no label file (nnU-Net, MSD); ``label`` is the path it was expected at."""
 
 
 def detect_layout(spec: DatasetSpec) -> str:
@@ -64,50 +72,94 @@ def list_cases(spec: DatasetSpec) -> DatasetLayout:
         raise MedfoundryError(f"dataset '{spec.name}': folder {spec.root} not found")
     layout = detect_layout(spec)
     if layout == "nnunet":
-        found = _nnunet(spec.root)
+        found = _nnunet(spec)
     elif layout == "msd":
-        found = _msd(spec.root)
+        found = _msd(spec)
     else:
         found = _folder(spec)
     if spec.case_lists:
-        found.cases = _apply_case_lists(spec, found.cases)
+        found = _apply_case_lists(spec, found)
     if not found.cases:
+        unlabelled = (
+            f"; {len(found.unlabelled)} image(s) without a label" if found.unlabelled else ""
+        )
         raise MedfoundryError(
-            f"dataset '{spec.name}': no cases found in {spec.root} ({layout} layout)"
+            f"dataset '{spec.name}': no cases found in {spec.root} ({layout} layout{unlabelled})"
         )
     return found
 
 
-def _nnunet(root: Path) -> DatasetLayout:
+def _nnunet(spec: DatasetSpec) -> DatasetLayout:
+    root = spec.root
     meta = _read_json(root / "dataset.json")
     channels = meta.get("channel_names") or meta.get("modality") or {}
     ending = meta.get("file_ending", ".nii.gz")
-    n_ch = len(channels)
-    cases = []
-    for label in sorted((root / "labelsTr").glob(f"*{ending}")):
-        if label.name.startswith("."):
-            continue
-        case = label.name[: -len(ending)]
-        images = [root / "imagesTr" / f"{case}_{c:04d}{ending}" for c in range(n_ch)]
-        cases.append(CaseFiles(case, images, label))
-    names = {int(v): k for k, v in meta.get("labels", {}).items() if _is_int(v) and int(v) > 0}
+    if not isinstance(channels, dict) or not channels or not all(map(_is_int, channels)):
+        raise MedfoundryError(
+            f"{root / 'dataset.json'}: 'channel_names' must map 0, 1, ... to names"
+        )
+    if not isinstance(ending, str) or not re.fullmatch(r"\.[A-Za-z0-9][A-Za-z0-9.]*", ending):
+        raise MedfoundryError(f"{root / 'dataset.json'}: 'file_ending' {ending!r} is not a suffix")
+
+    def case_files(case: str) -> CaseFiles:
+        images = [root / "imagesTr" / f"{case}_{c:04d}{ending}" for c in range(len(channels))]
+        return CaseFiles(case, images, root / "labelsTr" / f"{case}{ending}")
+
+    labelled = _case_names(spec, root / "labelsTr", ending)
+    images = _case_names(spec, root / "imagesTr", ending, channel_suffix=True)
+    names = {int(v): k for k, v in _dict(meta, "labels").items() if _is_int(v) and int(v) > 0}
     modality = [str(channels[k]) for k in sorted(channels, key=int)]
-    return DatasetLayout("nnunet", cases, modality, names)
+    return DatasetLayout(
+        "nnunet",
+        [case_files(c) for c in labelled],
+        modality,
+        names,
+        unlabelled=[case_files(c) for c in sorted(set(images) - set(labelled))],
+    )
 
 
-def _msd(root: Path) -> DatasetLayout:
+def _msd(spec: DatasetSpec) -> DatasetLayout:
+    root = spec.root
     meta = _read_json(root / "dataset.json")
-    cases = []
-    for label in sorted((root / "labelsTr").glob("*.nii.gz")):
-        if label.name.startswith("."):
-            continue
-        case = label.name[: -len(".nii.gz")]
-        cases.append(CaseFiles(case, [root / "imagesTr" / label.name], label))
-    modality = [
-        str(v) for _, v in sorted(meta.get("modality", {}).items(), key=lambda kv: int(kv[0]))
-    ]
-    names = {int(k): str(v) for k, v in meta.get("labels", {}).items() if _is_int(k) and int(k) > 0}
-    return DatasetLayout("msd", cases, modality, names)
+
+    def case_files(case: str) -> CaseFiles:
+        name = f"{case}.nii.gz"
+        return CaseFiles(case, [root / "imagesTr" / name], root / "labelsTr" / name)
+
+    labelled = _case_names(spec, root / "labelsTr", ".nii.gz")
+    images = _case_names(spec, root / "imagesTr", ".nii.gz")
+    modalities = _dict(meta, "modality")
+    modality = [str(v) for k, v in sorted(modalities.items(), key=lambda kv: _sort_key(kv[0]))]
+    names = {int(k): str(v) for k, v in _dict(meta, "labels").items() if _is_int(k) and int(k) > 0}
+    return DatasetLayout(
+        "msd",
+        [case_files(c) for c in labelled],
+        modality,
+        names,
+        unlabelled=[case_files(c) for c in sorted(set(images) - set(labelled))],
+    )
+
+
+def _case_names(
+    spec: DatasetSpec, folder: Path, ending: str, channel_suffix: bool = False
+) -> list[str]:
+    """Sorted case names of the ``*<ending>`` files in ``folder`` (hidden files skipped); with
+    ``channel_suffix`` the names end in ``_0000``, ``_0001``... (nnU-Net images), which is removed."""
+    regex = re.compile(r"(?P<case>.+?)" + (r"_\d{4}" if channel_suffix else "") + re.escape(ending))
+    names = set()
+    for path in folder.glob(f"*{ending}"):
+        m = regex.fullmatch(path.name)
+        if m and not path.name.startswith("."):
+            names.add(_case_name(spec, m.group("case"), f"file {path}"))
+    return sorted(names)
+
+
+def _case_name(spec: DatasetSpec, case: str, source: str) -> str:
+    """``case`` if it is a plain name; else a one-line error naming the dataset and ``source``."""
+    try:
+        return check_name(case, "case name")
+    except MedfoundryError as err:
+        raise MedfoundryError(f"dataset '{spec.name}': {source}: {err}") from None
 
 
 def _folder(spec: DatasetSpec) -> DatasetLayout:
@@ -116,7 +168,7 @@ def _folder(spec: DatasetSpec) -> DatasetLayout:
             f"dataset '{spec.name}': the folder layout needs 'images' and 'labels' patterns"
         )
     # With case lists the lists define the cases (files are checked during validation).
-    names = [] if spec.case_lists else _glob_cases(spec.root, spec.labels)
+    names = [] if spec.case_lists else _glob_cases(spec, spec.labels)
     cases = [_folder_case(spec, n) for n in names]
     return DatasetLayout("folder", cases)
 
@@ -126,43 +178,78 @@ def _folder_case(spec: DatasetSpec, case: str) -> CaseFiles:
     return CaseFiles(case, images, spec.root / spec.labels.format(case=case))  # type: ignore[union-attr]
 
 
-def _glob_cases(root: Path, pattern: str) -> list[str]:
+def _glob_cases(spec: DatasetSpec, pattern: str) -> list[str]:
+    """Sorted case names of the files under ``spec.root`` that match ``pattern`` (hidden skipped)."""
+    root = spec.root
     prefix, suffix = pattern.split("{case}", 1)
     regex = re.compile(re.escape(prefix) + r"(?P<case>[^/]+?)" + re.escape(suffix) + "$")
     found = []
     for path in root.glob(pattern.replace("{case}", "*")):
         m = regex.match(path.relative_to(root).as_posix())
         if m and not path.name.startswith("."):
-            found.append(m.group("case"))
+            found.append(_case_name(spec, m.group("case"), f"file {path}"))
     return sorted(found)
 
 
-def _apply_case_lists(spec: DatasetSpec, cases: list[CaseFiles]) -> list[CaseFiles]:
-    wanted: list[str] = []
+def _apply_case_lists(spec: DatasetSpec, found: DatasetLayout) -> DatasetLayout:
+    """Keep the cases the lists name, in their order (folder layout: the lists define the cases)."""
+    wanted = _read_case_lists(spec)
+    if spec.images:
+        by_name = {c.case: c for c in found.cases}
+        return replace(found, cases=[by_name.get(n) or _folder_case(spec, n) for n in wanted])
+    labelled = {c.case: c for c in found.cases}
+    unlabelled = {c.case: c for c in found.unlabelled}
+    missing = [n for n in wanted if n not in labelled and n not in unlabelled]
+    if missing:
+        raise MedfoundryError(
+            f"dataset '{spec.name}': case lists name cases with no image or label file: "
+            f"{', '.join(missing[:5])}"
+        )
+    return replace(
+        found,
+        cases=[labelled[n] for n in wanted if n in labelled],
+        unlabelled=[unlabelled[n] for n in wanted if n in unlabelled],
+    )
+
+
+def _read_case_lists(spec: DatasetSpec) -> list[str]:
+    """The case names of the dataset's case list files (one per line, ``#`` comments), first-seen order."""
+    wanted: dict[str, None] = {}
     for name in spec.case_lists:
         path = spec.root / name
         if not path.is_file():
             raise MedfoundryError(f"dataset '{spec.name}': case list {path} not found")
-        for line in path.read_text().splitlines():
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MedfoundryError(
+                f"dataset '{spec.name}': case list {path}: unreadable ({exc})"
+            ) from exc
+        for number, line in enumerate(lines, 1):
             case = line.strip()
-            if case and not case.startswith("#") and case not in wanted:
-                wanted.append(case)
-    by_name = {c.case: c for c in cases}
-    if spec.images:  # folder layout: the lists define the cases
-        return [by_name.get(n) or _folder_case(spec, n) for n in wanted]
-    missing = [n for n in wanted if n not in by_name]
-    if missing:
-        raise MedfoundryError(
-            f"dataset '{spec.name}': case lists name cases with no label file: {', '.join(missing[:5])}"
-        )
-    return [by_name[n] for n in wanted]
+            if case and not case.startswith("#"):
+                wanted[_case_name(spec, case, f"case list {path}, line {number}")] = None
+    return list(wanted)
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MedfoundryError(f"{path}: unreadable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise MedfoundryError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _dict(meta: dict, key: str) -> dict:
+    """``meta[key]`` when it is a mapping, else empty (``labels``, ``modality`` of a dataset.json)."""
+    value = meta.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _sort_key(key: object) -> tuple[int, str]:
+    return (int(key), "") if _is_int(key) else (1 << 30, str(key))  # type: ignore[arg-type]
 
 
 def _is_int(v: object) -> bool:

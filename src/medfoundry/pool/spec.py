@@ -22,18 +22,26 @@ the same global class. A local id mapped to ``null`` is *dropped*: its voxels be
 in the pool and no global class is made for it; the dataset then does not annotate that structure.
 When ``label_map`` is omitted for an nnU-Net/MSD dataset, the names in its ``dataset.json`` are used
 (lower-cased, spaces replaced by ``_``).
+
+The pool and dataset names become parts of output paths, so they must be plain names (letters,
+digits, ``_ . + -``, see :func:`medfoundry.utils.names.check_name`); ``images``/``labels`` patterns
+and ``case_lists`` files must stay inside the dataset root (relative, no ``..``); ``modality`` must be
+a known name (:mod:`medfoundry.pool.modality`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import yaml
 
 from medfoundry import MedfoundryError
+from medfoundry.pool.modality import check_modality
+from medfoundry.utils.names import check_name
 
 LAYOUTS = ("auto", "nnunet", "msd", "folder")
 
@@ -105,9 +113,8 @@ def pool_spec_from_dict(raw: object, base_dir: Path, source: Path | None = None)
         raise MedfoundryError(
             f"{where}: unknown sampling rule '{sampling}' (choose from {', '.join(SAMPLING_RULES)})"
         )
-    return PoolSpec(
-        name=str(raw.get("name") or "pool"), datasets=datasets, sampling=sampling, source=source
-    )
+    name = _plain_name(raw.get("name") or "pool", "pool name", where)
+    return PoolSpec(name=name, datasets=datasets, sampling=sampling, source=source)
 
 
 def _dataset_spec(raw: object, base_dir: Path, where: str) -> DatasetSpec:
@@ -122,22 +129,71 @@ def _dataset_spec(raw: object, base_dir: Path, where: str) -> DatasetSpec:
         raise MedfoundryError(
             f"{where}: unknown layout '{layout}' (choose from {', '.join(LAYOUTS)})"
         )
-    images = raw.get("images") or []
-    images = [images] if isinstance(images, str) else list(images)
+    images = _str_list(raw.get("images"), "images", where)
     for pattern in images + ([raw["labels"]] if raw.get("labels") else []):
-        if "{case}" not in pattern:
-            raise MedfoundryError(f"{where}: pattern '{pattern}' must contain '{{case}}'")
-    lists = raw.get("case_lists") or []
+        _check_pattern(pattern, where)
+    lists = _str_list(raw.get("case_lists"), "case_lists", where)
+    for name in lists:
+        _inside_root(name, "case list", where)
     return DatasetSpec(
-        name=str(raw["name"]),
+        name=_plain_name(raw["name"], "dataset name", where),
         root=(base_dir / str(raw["root"])).resolve(),
         layout=layout,
         images=images,
         labels=raw.get("labels"),
-        case_lists=[lists] if isinstance(lists, str) else list(lists),
-        modality=raw.get("modality"),
+        case_lists=lists,
+        modality=_modality(raw.get("modality"), where),
         label_map=_label_map(raw.get("label_map"), where),
     )
+
+
+def _plain_name(value: object, what: str, where: str) -> str:
+    """``value`` as a name safe to use as one path component; else a one-line error at ``where``."""
+    try:
+        return check_name(value, what)
+    except MedfoundryError as err:
+        raise MedfoundryError(f"{where}: {err}") from None
+
+
+def _str_list(raw: object, key: str, where: str) -> list[str]:
+    """A string or a list of strings (``images``, ``case_lists``) as a list."""
+    items = [] if not raw else [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+        raise MedfoundryError(f"{where}: '{key}' must be a path or a list of paths")
+    return list(items)
+
+
+def _check_pattern(pattern: object, where: str) -> None:
+    """An ``images``/``labels`` pattern: a path inside the root with ``{case}`` and no other braces."""
+    if not isinstance(pattern, str) or "{case}" not in pattern:
+        raise MedfoundryError(f"{where}: pattern {pattern!r} must contain '{{case}}'")
+    if re.search(r"[{}]", pattern.replace("{case}", "")):
+        raise MedfoundryError(f"{where}: pattern {pattern!r} may hold no braces but '{{case}}'")
+    _inside_root(pattern, "pattern", where)
+
+
+def _inside_root(relative: str, what: str, where: str) -> None:
+    """Refuse a path that would leave the dataset root: absolute, a drive, or a ``..`` component."""
+    parts = re.split(r"[\\/]", relative)
+    if (
+        PurePosixPath(relative).is_absolute()
+        or PureWindowsPath(relative).drive
+        or PureWindowsPath(relative).is_absolute()
+        or ".." in parts
+    ):
+        raise MedfoundryError(
+            f"{where}: {what} {relative!r} leaves the dataset root (absolute path or '..'); "
+            "give a path relative to 'root'"
+        )
+
+
+def _modality(raw: object, where: str) -> str | list[str] | None:
+    """``modality``: one known name for all channels, or a list with one per channel."""
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        return [check_modality(m, f"{where}: modality[{i}]") for i, m in enumerate(raw)]
+    return check_modality(raw, where)
 
 
 def _label_map(raw: object, where: str) -> dict[int, str | None] | None:

@@ -72,9 +72,7 @@ def inspect_case(files: CaseFiles, allowed_labels: set[int]) -> CaseInfo | list[
         )
     elif not image.same_geometry(label, tol=1e-3):
         problems.append(Problem(files.case, str(files.label), _geometry_diff(image, label)))
-    if not np.isfinite(image.array).all():
-        bad = int((~np.isfinite(image.array)).sum())
-        problems.append(Problem(files.case, str(files.images[0]), f"{bad} NaN/Inf voxels"))
+    problems += _non_finite_problems(files, image.array)
     values = np.unique(label.array).tolist()
     unknown = [v for v in values if v != 0 and v not in allowed_labels]
     if unknown:
@@ -96,6 +94,21 @@ def inspect_case(files: CaseFiles, allowed_labels: set[int]) -> CaseInfo | list[
         nonzero_bbox=nonzero_bbox(image.array),
         fg_samples=_foreground_samples(image.array, label.array[0], files.case),
     )
+
+
+def _non_finite_problems(files: CaseFiles, image_czyx: np.ndarray) -> list[Problem]:
+    """One problem per channel holding NaN/Inf voxels, naming that channel's file."""
+    bad = (~np.isfinite(image_czyx)).reshape(image_czyx.shape[0], -1).sum(axis=1)
+    one_file_per_channel = len(files.images) == image_czyx.shape[0]
+    return [
+        Problem(
+            files.case,
+            str(files.images[c] if one_file_per_channel else files.images[0]),
+            f"{int(n)} NaN/Inf voxels" + ("" if one_file_per_channel else f" in channel {c}"),
+        )
+        for c, n in enumerate(bad)
+        if n
+    ]
 
 
 def nonzero_bbox(array_czyx: np.ndarray) -> list[list[int]]:

@@ -24,12 +24,15 @@ import numpy as np
 
 from medfoundry import MedfoundryError
 from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.names import check_case_id, path_inside
 
 CACHE_DIR = "preprocessed"
 
 
 def case_paths(pool_dir: str | os.PathLike, case_id: str) -> dict[str, Path]:
-    base = Path(pool_dir) / CACHE_DIR / case_id
+    """The four files of case ``<dataset>/<case>``; an id that would leave the cache is refused."""
+    check_case_id(case_id)
+    base = path_inside(Path(pool_dir) / CACHE_DIR, case_id)
     return {
         k: base.with_name(base.name + suffix)
         for k, suffix in (

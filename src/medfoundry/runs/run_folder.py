@@ -25,12 +25,33 @@ RUN_DATA_DIR = "target"
 """A new run folder may already hold this subfolder: the preprocessed target of a fine-tuning run."""
 
 
+RUN_FILES = {
+    "config.yaml",
+    "plan.json",
+    "labels.json",
+    "splits.json",
+    "init.json",
+    "metrics.jsonl",
+    "tensorboard",
+    "progress.png",
+    "checkpoints",
+    RUN_DATA_DIR,
+}
+"""What a run folder holds; a folder holding only these and no checkpoint is a run that stopped
+before its first checkpoint (a non-finite loss at step 3, a kill): starting it again is allowed."""
+
+
 def check_new_run_dir(run_dir: str | os.PathLike, hint: str = "use --resume RUN_DIR") -> None:
-    """Refuse a run folder that holds anything but a fine-tuning target (one line, nothing written)."""
+    """Refuse a run folder that holds anything but a fine-tuning target or the files of a run that
+    never wrote a checkpoint (one line, nothing written)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise MedfoundryError(f"{run_dir} is a file, not a run folder")
-    if run_dir.exists() and any(p.name != RUN_DATA_DIR for p in run_dir.iterdir()):
+    if not run_dir.exists():
+        return
+    names = {p.name for p in run_dir.iterdir()}
+    saved = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    if saved or not names <= RUN_FILES:
         raise MedfoundryError(f"{run_dir} is not empty: {hint} to continue it, or another folder")
 
 
@@ -38,6 +59,10 @@ def open_run_dir(run_dir: Path, meta: dict, step: int) -> RunLog:
     """Write the run's description files (from a checkpoint's ``meta``) and open its metrics log,
     dropping lines logged after ``step`` (a resumed run logs them again)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if step == 0:  # a new run: nothing of an attempt that stopped before its first checkpoint
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (run_dir / "progress.png").unlink(missing_ok=True)
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(meta["config"], sort_keys=False))
     write_json(run_dir / "plan.json", meta["plan"])

@@ -16,7 +16,6 @@ import faulthandler
 import hashlib
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from medfoundry.models.registry import create_model_from_description
+from medfoundry.utils.cache_dir import cache_dir
 from medfoundry.utils.jsonfile import write_json
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def cpu_bf16_training_ok(model_meta: dict, batch_size: int, threads: int) -> tup
     ``model`` entry) with ``batch_size`` samples under CPU bf16 autocast; cached per machine."""
     job = {"model": model_meta, "batch_size": batch_size, "threads": threads}
     key = _cache_key(job)
-    cache_file = _cache_dir() / "bf16_checks.json"
+    cache_file = cache_dir() / "bf16_checks.json"
     cache = _read_cache(cache_file)
     if key not in cache:
         log.info("checking bf16 training on this CPU for this network (once per machine)")
@@ -79,11 +79,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return ""
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "medfoundry"
 
 
 def _read_cache(path: Path) -> dict:

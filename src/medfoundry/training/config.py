@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from medfoundry import MedfoundryError
-from medfoundry.data.augment_config import AugmentConfig
+from medfoundry.data.augment_config import AUGMENT_RANGES, AugmentConfig
 from medfoundry.utils import typed_config
 
 LossName = Literal["partial", "softmax"]
@@ -136,8 +136,30 @@ ADDED_FIELDS = {
 """Fields added after runs were already being saved, whose default changes what a run does: a saved
 config (a checkpoint's) without one gets the value that keeps the behaviour it was saved with."""
 
-POSITIVE = ("epochs", "iters_per_epoch", "ckpt_every_steps")
-NON_NEGATIVE = ("seed", "data.split_seed", "validation.every", "validation.patches", "threads")
+RANGES = {
+    "epochs": "[1, inf)",
+    "iters_per_epoch": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "patch_size": "[1, inf)",
+    "seed": "[0, inf)",
+    "ckpt_every_steps": "[1, inf)",
+    "threads": "[0, inf)",
+    "head_warmup_steps": "[0, inf)",
+    "optim.lr": "(0, inf)",
+    "optim.momentum": "[0, 1)",
+    "optim.weight_decay": "[0, inf)",
+    "optim.poly_power": "[0, inf)",
+    "optim.grad_clip": "[0, inf)",
+    "data.fg_fraction": "[0, 1]",
+    "data.num_workers": "[0, inf)",
+    "data.val_fraction": "[0, 1)",
+    "data.split_seed": "[0, inf)",
+    "validation.every": "[0, inf)",
+    "validation.patches": "[0, inf)",
+    "validation.max_cases": "[1, inf)",
+    **{f"data.augment.{k}": v for k, v in AUGMENT_RANGES.items()},
+}
+"""Values no type expresses (intervals: a bracket includes its end); checked by :func:`check_config`."""
 
 
 def load_preset(name_or_path: str | None) -> TrainConfig:
@@ -178,21 +200,9 @@ def from_dict(raw: dict) -> TrainConfig:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Value checks no type expresses (counts, seeds); one line each, before anything is written."""
-    for key in (*POSITIVE, *NON_NEGATIVE):
-        value = _get(cfg, key)
-        if value is None:
-            continue
-        if key in POSITIVE and value < 1:
-            raise MedfoundryError(f"config key '{key}': must be at least 1, not {value}")
-        if value < 0:
-            what = "a seed is 0 or more" if "seed" in key else "must be 0 or more"
-            raise MedfoundryError(f"config key '{key}': {what}, not {value}")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise MedfoundryError(f"config key 'batch_size': must be at least 1, not {cfg.batch_size}")
-
-
-def _get(cfg, key: str):
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
+    """Value checks no type expresses (:data:`RANGES`); one line each, before anything is written."""
+    typed_config.check_ranges(cfg, RANGES)
+    if cfg.patch_size is not None and len(cfg.patch_size) != 3:
+        raise MedfoundryError(
+            f"config key 'patch_size': expected 3 values (Z, Y, X), got {cfg.patch_size}"
+        )

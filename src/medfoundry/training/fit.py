@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from medfoundry import MedfoundryError
-from medfoundry.runs.checkpoint import find_checkpoint, load_checkpoint
+from medfoundry.runs.checkpoint import checkpoint_path, find_checkpoint, load_checkpoint
 from medfoundry.runs.metrics import RunLog, plot_progress, read_metrics
 from medfoundry.runs.run_folder import CheckpointWriter, check_new_run_dir, open_run_dir
 from medfoundry.training import distributed as D
@@ -80,6 +80,7 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
     last, saved_at, scores = {}, None, {}
     while state.step < t.total_steps:
         last = run_steps(state, t.task, t.batches, 1, t.opts)[0]
+        _stop_if_not_finite(t, last, writer, saved_at)
         last = {"kind": "train", "epoch": (state.step - 1) // cfg.iters_per_epoch + 1, **last}
         total += last["step_time_s"]
         wait += last["data_wait_frac"] * last["step_time_s"]
@@ -164,11 +165,44 @@ def _final_validation(t: Training, runlog: RunLog | None, done: dict | None) -> 
     return _validate(t, runlog, {"mode": "full", "final": True}, 0.0, done)
 
 
+class NonFiniteError(MedfoundryError):
+    """Training produced a non-finite loss or non-finite weights; nothing of it was saved."""
+
+
+def _stop_if_not_finite(t: Training, record: dict, writer: CheckpointWriter, saved_at) -> None:
+    """Every rank stops at the same step when any rank's loss is NaN or infinite (a rank that left
+    alone would leave the others waiting in the next all-reduce); the last checkpoint stays."""
+    bad = [r for r in D.all_gather(record["loss"], t.dist) if not math.isfinite(r)]
+    if not bad:
+        return
+    path = checkpoint_path(writer.run_dir, "latest")
+    kept = (
+        f"the last good checkpoint is {path} (step {saved_at})"
+        if saved_at is not None or path.is_file()
+        else "no checkpoint was written"
+    )
+    raise NonFiniteError(
+        f"step {t.state.step}: the loss is {bad[0]} (learning rate {record['lr']:g}); training "
+        f"stopped and nothing of this step was saved; {kept}. Lower optim.lr or check the data."
+    )
+
+
+def _check_finite_weights(weights: dict, step: int) -> None:
+    """A checkpoint of NaN or infinite weights is never written (it would predict garbage)."""
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(
+                f"step {step}: weight '{name}' holds NaN or infinite values; training stopped and "
+                "this checkpoint was not written (the previous one stays). Lower optim.lr."
+            )
+
+
 def _save(t: Training, writer: CheckpointWriter, names: list[str]) -> None:
     """Every rank gathers (collective under FSDP), rank 0 writes, then all learn how it went."""
     weights, optimizer = t.state.full_states(t.dist)
 
     def write() -> None:
+        _check_finite_weights(weights, t.state.step)
         state = {**t.state.progress(), "epoch": t.state.step // t.cfg.iters_per_epoch}
         writer.save(names, {**t.meta, "state": state}, weights, optimizer, torch.get_rng_state())
         if "best" in names or "final" in names:

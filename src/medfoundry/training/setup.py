@@ -18,6 +18,7 @@ from medfoundry.data.split import split_cases
 from medfoundry.models.registry import create_network
 from medfoundry.models.sizes import get_size, stage_strides
 from medfoundry.planning import load_plan
+from medfoundry.planning.layout import check_patch_layout
 from medfoundry.pool import load_pool
 from medfoundry.runs.checkpoint import Checkpoint
 from medfoundry.tasks import BatchSource, Task, task_from_config
@@ -155,7 +156,9 @@ def _strides(cfg: TrainConfig, plan: dict, patch: list[int]) -> list[list[int]]:
     if patch == plan["patch_size_vox"]:
         return [s["stride"] for s in plan["stages"]][:max_stages]
     spacing = np.median([d["target_spacing_mm"] for d in plan["datasets"].values()], axis=0)
-    return stage_strides(patch, spacing.tolist(), max_stages)
+    strides = stage_strides(patch, spacing.tolist(), max_stages)
+    check_patch_layout(patch, strides, "config key 'patch_size'")
+    return strides
 
 
 def _val_subset(cases: list[dict], per_dataset: int) -> list[dict]:

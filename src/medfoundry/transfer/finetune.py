@@ -22,7 +22,7 @@ from medfoundry.preprocessing import preprocess_pool
 from medfoundry.runs.checkpoint import find_checkpoint, load_checkpoint, resolve_checkpoint
 from medfoundry.runs.run_folder import RUN_DATA_DIR, check_new_run_dir
 from medfoundry.tasks import task_from_config
-from medfoundry.training.config import TrainConfig, from_dict
+from medfoundry.training.config import TrainConfig, check_config, from_dict
 from medfoundry.training.fit import pretrain
 from medfoundry.transfer.weights import transfer_weights
 
@@ -87,6 +87,8 @@ def finetune(
     latest checkpoint) on ``data`` into ``run_dir``; returns :func:`pretrain`'s result plus ``init``
     (what was loaded, adapted, skipped and newly initialised)."""
     run_dir = Path(run_dir)
+    if cfg is not None:
+        check_config(cfg)  # a bad value fails before anything is read or written
     check_new_run_dir(run_dir, f"use 'medfoundry pretrain --resume {run_dir}'")
     ckpt_path = resolve_checkpoint(source)
     source_meta = load_checkpoint(ckpt_path, weights=False).meta  # the weights are read when used

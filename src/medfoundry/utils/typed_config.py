@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -94,6 +96,36 @@ def apply_overrides(cfg: T, items: list[str], renamed: Mapping[str, str] = {}) -
     return cfg
 
 
+_INTERVAL = re.compile(r"^([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])$")
+
+
+def check_ranges(cfg: Any, ranges: Mapping[str, str]) -> None:
+    """Check numeric fields against intervals, e.g. ``{"optim.lr": "(0, inf)", "data.fg_fraction":
+    "[0, 1]"}``: a bracket includes its end, a parenthesis excludes it. A list or tuple field has
+    each item checked, and a pair ``(low, high)`` must have ``low <= high``. ``None`` (a default
+    taken from elsewhere) passes. The first violation is a one-line error naming the key."""
+    for key, interval in ranges.items():
+        m = _INTERVAL.match(interval)
+        if m is None:
+            raise ValueError(f"bad interval {interval!r} for {key}")
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        for v in items:
+            if v is not None and not _within(v, m):
+                raise MedfoundryError(f"config key '{key}': must be in {interval}, not {v!r}")
+        if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+            raise MedfoundryError(f"config key '{key}': low {value[0]} is above high {value[1]}")
+
+
+def _within(v: float, m: re.Match) -> bool:
+    lo, hi = float(m[2]), float(m[3])
+    above = v >= lo if m[1] == "[" else v > lo
+    below = v <= hi if m[4] == "]" else v < hi
+    return math.isfinite(v) and above and below
+
+
 def config_to_dict(cfg: Any) -> dict:
     """Plain types only (tuples become lists), as written to ``config.yaml`` and checkpoints."""
     return _plain(dataclasses.asdict(cfg))
@@ -144,6 +176,8 @@ def _convert(value, hint, origin, args, key: str):
     if hint in (int, float, str):
         if hint is str and not isinstance(value, str | int | float):
             raise TypeError
+        if hint is float and not math.isfinite(float(value)):
+            raise MedfoundryError(f"config key '{key}': must be a finite number, not {value!r}")
         return hint(value)
     if hint is dict or origin is dict:
         if not isinstance(value, Mapping):

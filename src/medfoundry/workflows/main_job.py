@@ -82,20 +82,21 @@ def run_pipeline(
     """
     cfg = cfg or PipelineConfig()
     work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists() and not work.is_dir():
+        raise MedfoundryError(f"{work} is a file, not a work folder")
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    if pool_file is not None:
-        spec = load_pool_spec(pool_file)
-    elif data_dir is not None:
-        spec = real_data_spec(data_dir)
-        holdout = holdout or REAL_HOLDOUT
-    else:
-        spec = load_pool_spec(
-            write_synthetic_datasets(
-                work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress
-            )
+    spec = load_pool_spec(pool_file) if pool_file is not None else None
+    if data_dir is not None:
+        spec, holdout = real_data_spec(data_dir), holdout or REAL_HOLDOUT
+    if spec is not None:  # a bad input fails before the work folder is made
+        split_holdout(spec, holdout or spec.datasets[-1].name)
+    work.mkdir(parents=True, exist_ok=True)
+    if spec is None:
+        t = time.perf_counter()
+        synth = write_synthetic_datasets(
+            work / "synthetic", cases=synth_cases, jobs=jobs, progress=progress
         )
+        spec = load_pool_spec(synth)
         cfg.train.patch_size = cfg.train.patch_size or [32, 64, 64]
         timings["synth_s"] = round(time.perf_counter() - t, 3)
     pre_spec, target_spec = split_holdout(spec, holdout or spec.datasets[-1].name)

@@ -22,8 +22,9 @@ from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool
 from medfoundry.preprocessing import preprocess_pool
 from medfoundry.runs.checkpoint import find_checkpoint
-from medfoundry.training.config import RENAMED, TrainConfig, read_preset
+from medfoundry.training.config import RENAMED, TrainConfig, check_config, read_preset
 from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.names import check_name
 from medfoundry.utils.typed_config import config_from_dict
 from medfoundry.workflows.main_job import real_data_spec
 
@@ -80,6 +81,8 @@ def load_bench_config(name_or_path: str) -> TransferBenchConfig:
             raise MedfoundryError(
                 f"{name_or_path}: each direction needs name, pool and target (optional target_patch)"
             )
+        check_name(d.name, f"{name_or_path}: direction name")  # it names a folder of the output
+    check_config(cfg.train)
     if not 0 <= cfg.head_warmup_fraction < 1:
         raise MedfoundryError(
             f"{name_or_path}: head_warmup_fraction must be in [0, 1), got {cfg.head_warmup_fraction}"

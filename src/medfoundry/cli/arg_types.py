@@ -1,0 +1,27 @@
+"""Argument types that refuse impossible numbers where they are parsed (argparse names the flag)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(kind: type, low: float, inclusive: bool):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            sign = ">=" if inclusive else ">"
+            raise argparse.ArgumentTypeError(f"must be {sign} {low:g}, got '{text}'")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse says "invalid int value" for an unparsable one
+    return parse
+
+
+positive_int = _number(int, 1, True)
+non_negative_int = _number(int, 0, True)
+positive_float = _number(float, 0, False)
+non_negative_float = _number(float, 0, True)
