@@ -210,3 +210,14 @@ def test_a_patch_the_network_cannot_take_is_one_line_before_any_folder(
         capsys.readouterr().err
     )
     assert not run.exists()
+
+
+def test_a_finished_run_whose_checkpoints_were_deleted_is_not_overwritten(small_pool, tmp_path):
+    """Freeing disk by deleting checkpoints must not let a new run replace the old run's log."""
+    run = tmp_path / "run"
+    args = ["-q", "pretrain", str(small_pool), "-o", str(run), *TINY]
+    assert main(args) == 0
+    shutil.rmtree(run / "checkpoints")
+    log = (run / "metrics.jsonl").read_text()
+    assert main(args) == 2
+    assert (run / "metrics.jsonl").read_text() == log

@@ -112,7 +112,6 @@ def test_every_command_writes_only_in_its_output(box):
     "where,text",
     [
         ("dataset name", "name: p\ndatasets:\n  - name: ../../evil\n    root: hippo\n"),
-        ("pool name", "name: ../evil\ndatasets:\n  - name: h\n    root: hippo\n"),
         (
             "case list entry",
             "name: p\ndatasets:\n  - name: h\n    root: hippo\n    images: imagesTr/{case}.nii.gz\n"

@@ -167,6 +167,30 @@ def test_probabilities_are_part_of_the_check(pretrained, two_images, first_run, 
     assert _rerun(pretrained, two_images, out, save_probabilities=True)["written"] == [npz[1].stem]
 
 
+def test_a_case_redone_leaves_nothing_of_the_old_outputs(
+    pretrained, two_images, first_run, tmp_path
+):
+    """A case that is predicted again loses its old files first: if the new prediction fails, no
+    file of another model or setting remains; probabilities no longer asked for are removed."""
+    out = tmp_path / "out"
+    shutil.copytree(first_run, out)
+    assert len(_rerun(pretrained, two_images, out, save_probabilities=True)["written"]) == 2
+    assert len(_rerun(pretrained, two_images, out)["written"]) == 2  # without probabilities
+    assert not list(out.glob("*.npz"))
+    inp = tmp_path / "in"
+    shutil.copytree(two_images, inp)
+    victim = sorted(inp.iterdir())[0]
+    img = nib.load(victim)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[0, 0, 0] = np.nan  # the input changed, and can no longer be predicted
+    victim.chmod(0o644)
+    nib.save(nib.Nifti1Image(data, img.affine), victim)
+    done = _rerun(pretrained, inp, out, step_fraction=1.0)
+    case = victim.name[: -len(".nii.gz")]
+    assert list(done["failed"]) == [case]
+    assert not (out / victim.name).exists() and not (out / ".medfoundry" / f"{case}.json").exists()
+
+
 # 11. the tile step
 
 

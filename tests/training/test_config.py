@@ -158,3 +158,10 @@ def test_workflow_configs_embed_the_training_config(tmp_path):
     main = PipelineConfig(pretrain_steps=40)
     pre = main.run_config(4, 10)
     assert (pre.epochs, pre.iters_per_epoch, pre.batch_size, pre.optim.lr) == (4, 10, 2, 0.01)
+
+
+def test_a_set_of_axes_is_not_a_range():
+    from medfoundry.training.config import check_config
+
+    check_config(from_dict({"data": {"augment": {"mirror_axes": [2, 1]}}}))  # any order
+    check_config(apply_overrides(TrainConfig(), ["validation.max_cases=0"]))  # no validation

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from medfoundry import MedfoundryError, __version__
 from medfoundry.cli import commands
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     route_library_caches()  # their files go to the machine cache, not HOME or TMPDIR
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)  # only the main thread may set signal handlers (embedded use)
     previous = signal.signal(signal.SIGTERM, _terminated)  # stop like Ctrl-C: workers ended
     try:
         return _run(args)

@@ -96,6 +96,7 @@ def predict_paths(
                 kept.append(case)
                 continue
             log.info("%s: predicting again: %s", case, reason)
+        _remove_case(out_dir, case, suffix)  # nothing of another model or try outlives a failure
         try:
             pred = _predict_case(predictor, files, case, progress)
         except (MedfoundryError, ValueError, OSError) as exc:
@@ -127,9 +128,14 @@ def check_finite(image: Volume, files: list[Path]) -> None:
     )
 
 
+def _remove_case(out_dir: Path, case: str, suffix: str) -> None:
+    """Remove a case's record first (it must never vouch for other files), then its outputs."""
+    for path in (record_path(out_dir, case), out_dir / f"{case}{suffix}", out_dir / f"{case}.npz"):
+        path.unlink(missing_ok=True)
+
+
 def _write_case(pred, outputs: list[Path], record_file: Path, expected: dict) -> None:
     """Write the label map ``outputs[0]`` (and probabilities ``outputs[1]``), then their record."""
-    record_file.unlink(missing_ok=True)  # an old record must not vouch for half-replaced files
     if len(outputs) > 1:
         with atomic_path(outputs[1]) as tmp:
             np.savez_compressed(

@@ -98,6 +98,7 @@ class Predictor:
         self.options = options or PredictOptions()
         self.options.check()
         self.checkpoint_path = Path(ckpt.path)
+        self._loaded_file = _identity(self.checkpoint_path)  # the file the weights came from
         self.device = parse_device(device)
         self.description = ckpt.description()
         self.task = task_from_description(self.description)
@@ -160,8 +161,14 @@ class Predictor:
 
     @cached_property
     def model_sha256(self) -> str:
-        """sha256 of the model file the weights were loaded from (read once, when first asked)."""
-        return sha256_file(self.checkpoint_path)
+        """sha256 of the model file the weights were loaded from (read once, when first asked; a
+        file replaced since the load, e.g. a run's best checkpoint during training, is an error)."""
+        digest = sha256_file(self.checkpoint_path)
+        if _identity(self.checkpoint_path) != self._loaded_file:
+            raise MedfoundryError(
+                f"{self.checkpoint_path}: the model file changed after it was loaded; run again"
+            )
+        return digest
 
     def output_settings(self) -> dict:
         """Every setting, as resolved, that changes what :meth:`predict` returns (JSON)."""
@@ -244,3 +251,9 @@ class Predictor:
             out = torch.flip(out, dims) if dims else out
             total = out if total is None else total + out
         return total / len(flips)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """(inode, size, mtime in ns): changes when a file is replaced or rewritten."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns

@@ -180,23 +180,25 @@ def _nibabel_log_captured(notes: list[str]) -> Iterator[None]:
 @contextlib.contextmanager
 def _native_stderr_captured(notes: list[str], itk: bool) -> Iterator[None]:
     """Append what native code writes to file descriptor 2 (C++ ``std::cerr``: ITK warnings, MetaIO
-    notes on a short file) to ``notes``; with ``itk``, SimpleITK's warning display is off meanwhile."""
+    notes on a short file) to ``notes``; with ``itk``, SimpleITK's warning display is off meanwhile.
+    File descriptor 2 is restored first on any exit (an interrupt included)."""
     with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
         try:
             saved_fd = os.dup(2)
         except OSError:  # no stderr at all: nothing to protect
             saved_fd = None
-        if saved_fd is not None:
-            os.dup2(sink.fileno(), 2)
-        shown = _itk_warnings(False) if itk else None
+        shown = None
         try:
+            if saved_fd is not None:
+                os.dup2(sink.fileno(), 2)
+            shown = _itk_warnings(False) if itk else None
             yield
         finally:
-            if shown is not None:
-                _itk_warnings(shown)
             if saved_fd is not None:
                 os.dup2(saved_fd, 2)
                 os.close(saved_fd)
+            if shown is not None:
+                _itk_warnings(shown)
             sink.seek(0)
             notes.append(sink.read().decode(errors="replace"))
 

@@ -113,7 +113,9 @@ def pool_spec_from_dict(raw: object, base_dir: Path, source: Path | None = None)
         raise MedfoundryError(
             f"{where}: unknown sampling rule '{sampling}' (choose from {', '.join(SAMPLING_RULES)})"
         )
-    name = _plain_name(raw.get("name") or "pool", "pool name", where)
+    name = str(raw.get("name") or "pool")  # a label only (no path is made from it): one line
+    if not name.isprintable():
+        raise MedfoundryError(f"{where}: pool name {name!r} must be one line of printable text")
     return PoolSpec(name=name, datasets=datasets, sampling=sampling, source=source)
 
 

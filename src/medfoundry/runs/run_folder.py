@@ -16,8 +16,13 @@ from pathlib import Path
 import yaml
 
 from medfoundry import MedfoundryError
-from medfoundry.runs.checkpoint import CHECKPOINT_NAMES, checkpoint_path, save_checkpoint
-from medfoundry.runs.metrics import RunLog
+from medfoundry.runs.checkpoint import (
+    CHECKPOINT_NAMES,
+    checkpoint_path,
+    find_checkpoint,
+    save_checkpoint,
+)
+from medfoundry.runs.metrics import RunLog, read_metrics
 from medfoundry.utils.atomic import atomic_path
 from medfoundry.utils.jsonfile import write_json
 
@@ -50,9 +55,25 @@ def check_new_run_dir(run_dir: str | os.PathLike, hint: str = "use --resume RUN_
     if not run_dir.exists():
         return
     names = {p.name for p in run_dir.iterdir()}
-    saved = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-    if saved or not names <= RUN_FILES:
+    if not names <= RUN_FILES or not _never_saved(run_dir):
         raise MedfoundryError(f"{run_dir} is not empty: {hint} to continue it, or another folder")
+
+
+def _never_saved(run_dir: Path) -> bool:
+    """True when the run in ``run_dir`` stopped before the step of its first checkpoint (by its own
+    config and log), so no checkpoint was ever written; a finished run whose checkpoints were
+    deleted to free space is not one (its log shows the steps that wrote them)."""
+    if any(find_checkpoint(run_dir, name) for name in CHECKPOINT_NAMES):
+        return False
+    steps = [r["step"] for r in read_metrics(run_dir) if r.get("kind") == "train"]
+    if not steps:
+        return True
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        first = min(int(cfg["ckpt_every_steps"]), int(cfg["iters_per_epoch"]))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return False
+    return max(steps) < first
 
 
 def open_run_dir(run_dir: Path, meta: dict, step: int) -> RunLog:
@@ -61,6 +82,7 @@ def open_run_dir(run_dir: Path, meta: dict, step: int) -> RunLog:
     run_dir.mkdir(parents=True, exist_ok=True)
     if step == 0:  # a new run: nothing of an attempt that stopped before its first checkpoint
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a killed write's temp file
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         (run_dir / "progress.png").unlink(missing_ok=True)
     with atomic_path(run_dir / "config.yaml") as tmp:

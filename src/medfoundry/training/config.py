@@ -156,7 +156,7 @@ RANGES = {
     "data.split_seed": "[0, inf)",
     "validation.every": "[0, inf)",
     "validation.patches": "[0, inf)",
-    "validation.max_cases": "[1, inf)",
+    "validation.max_cases": "[0, inf)",
     **{f"data.augment.{k}": v for k, v in AUGMENT_RANGES.items()},
 }
 """Values no type expresses (intervals: a bracket includes its end); checked by :func:`check_config`."""

@@ -77,7 +77,8 @@ def fit(t: Training, run_dir: Path, progress: bool = True) -> dict:
     quiet = not (progress and main)
     bar = tqdm(total=t.total_steps, initial=state.step, desc="train", unit="step", disable=quiet)
     wait = total = 0.0
-    last, saved_at, scores = {}, None, {}
+    last, scores = {}, {}
+    saved_at = state.step or None  # a resumed run: its latest checkpoint holds this step
     while state.step < t.total_steps:
         last = run_steps(state, t.task, t.batches, 1, t.opts)[0]
         _stop_if_not_finite(t, last, writer, saved_at)

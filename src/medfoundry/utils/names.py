@@ -22,9 +22,10 @@ MAX_NAME_LENGTH = 200
 def check_name(name: object, what: str) -> str:
     """``name`` if it is one safe path component (letters, digits, ``_ . + -``, not starting with a
     dot or dash, no ``..``, at most 200 characters); else a one-line error naming ``what``."""
-    text = str(name)
+    text = str(name)  # YAML reads some plain names as numbers or dates: their text is the name
     if (
-        not isinstance(name, str | int)
+        name is None
+        or isinstance(name, list | tuple | dict | set | bool)
         or not _SAFE.fullmatch(text)
         or ".." in text
         or len(text) > MAX_NAME_LENGTH

@@ -102,20 +102,23 @@ _INTERVAL = re.compile(r"^([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])$")
 def check_ranges(cfg: Any, ranges: Mapping[str, str]) -> None:
     """Check numeric fields against intervals, e.g. ``{"optim.lr": "(0, inf)", "data.fg_fraction":
     "[0, 1]"}``: a bracket includes its end, a parenthesis excludes it. A list or tuple field has
-    each item checked, and a pair ``(low, high)`` must have ``low <= high``. ``None`` (a default
+    each item checked, and a ``tuple[float, float]`` (a range) must have ``low <= high``. ``None`` (a default
     taken from elsewhere) passes. The first violation is a one-line error naming the key."""
     for key, interval in ranges.items():
         m = _INTERVAL.match(interval)
         if m is None:
             raise ValueError(f"bad interval {interval!r} for {key}")
-        value = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
+        *path, name = key.split(".")
+        owner = cfg
+        for part in path:
+            owner = getattr(owner, part)
+        value = getattr(owner, name)
         items = list(value) if isinstance(value, list | tuple) else [value]
         for v in items:
             if v is not None and not _within(v, m):
                 raise MedfoundryError(f"config key '{key}': must be in {interval}, not {v!r}")
-        if isinstance(value, tuple) and len(value) == 2 and value[0] > value[1]:
+        is_pair = typing.get_args(_hint(owner, name)) in ((float, float), (int, int))
+        if is_pair and value[0] > value[1]:  # a (low, high) range
             raise MedfoundryError(f"config key '{key}': low {value[0]} is above high {value[1]}")
 
 
