@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -168,8 +169,11 @@ def test_main_job_on_real_data(data_dir, tmp_path):
         timeout=900,
     )
     assert out.returncode == 0, out.stderr
-    # ACDC + the small sets (2 spleen CT, 2 spinal cord, 2 brain + 1 breast tumour); hippocampus held out
-    assert "pool 'shared-data-pool': 167 cases" in out.stdout
+    # ACDC, CHAOS (15), BraTS (6) + the small sets (2 spleen CT, 2 spinal cord, 2 brain + 1 breast
+    # tumour); hippocampus held out. Spleen in CT and MRI is one class.
+    assert "pool 'shared-data-pool': 188 cases" in out.stdout
+    assert re.search(r"spleen_ct +2 cases +CT .* labels 1->7\n", out.stdout), out.stdout
+    assert re.search(r"chaos +15 cases +MRI .* labels 1->4, 2->5, 3->6, 4->7\n", out.stdout)
     assert "held out for transfer: hippocampus" in out.stdout
     s = json.loads((tmp_path / "w" / "evaluation" / "summary.json").read_text())
     assert s["num_cases"] == 40 and s["labels"] == [1, 2]

@@ -308,3 +308,50 @@ def test_every_shipped_channel_name_is_known():
     unknown = [n for n in names if not is_known_modality(n)]
     assert not unknown, unknown
     assert is_known_modality(" ct ") and not is_known_modality("XRAY") and "CT" in MODALITY_NAMES
+
+
+def _brats_spec(tmp_path, data_dir, channels: str, root: str = "brats2015_samples") -> Path:
+    spec = tmp_path / "brats.yaml"
+    spec.write_text(
+        f"name: p\ndatasets:\n  - name: brats\n    root: {data_dir / root}\n"
+        f"    channels: {channels}\n"
+    )
+    return spec
+
+
+def test_channels_pick_channel_files_in_order(tmp_path, data_dir):
+    """BraTS (FLAIR + T1c) joins a one-channel pool by its FLAIR channel; the order is kept."""
+    from medfoundry.pool.layouts import list_cases
+
+    flair = list_cases(load_pool_spec(_brats_spec(tmp_path, data_dir, "[0]")).datasets[0])
+    assert flair.modality == ["FLAIR"] and len(flair.cases) == 6
+    assert all(
+        len(c.images) == 1 and c.images[0].name.endswith("_0000.nii.gz") for c in flair.cases
+    )
+    swapped = list_cases(load_pool_spec(_brats_spec(tmp_path, data_dir, "[1, 0]")).datasets[0])
+    assert swapped.modality == ["T1c", "FLAIR"]
+    assert [p.name[-11:] for p in swapped.cases[0].images] == ["0001.nii.gz", "0000.nii.gz"]
+    pool = json.loads(
+        build_pool(
+            _brats_spec(tmp_path, data_dir, "[0]"), tmp_path / "out", progress=False
+        ).read_text()
+    )
+    assert pool["datasets"]["brats"]["num_channels"] == 1
+    assert pool["datasets"]["brats"]["modality"] == ["FLAIR"]
+
+
+@pytest.mark.parametrize(
+    "channels,root,message",
+    [
+        ("[0, 0]", "brats2015_samples", "distinct channel numbers"),
+        ("[-1]", "brats2015_samples", "distinct channel numbers"),
+        ("FLAIR", "brats2015_samples", "distinct channel numbers"),
+        ("[2]", "brats2015_samples", "channel 2 asked for, case 'brats_2013_pat0001_1' has 2"),
+        ("[1]", "msd_task04_hippocampus", "stores its channels in one file"),
+    ],
+)
+def test_bad_channels_are_one_line_errors(tmp_path, data_dir, channels, root, message):
+    from medfoundry.pool.layouts import list_cases
+
+    with pytest.raises(MedfoundryError, match=message):
+        list_cases(load_pool_spec(_brats_spec(tmp_path, data_dir, channels, root)).datasets[0])

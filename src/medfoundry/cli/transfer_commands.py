@@ -129,6 +129,13 @@ def add_predict(sub, common) -> None:
         "--dataset", help="pool models: the dataset whose preprocessing and label ids to use"
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz")
+    p.add_argument(
+        "--largest-component",
+        nargs="*",
+        metavar="NAME_OR_ID",
+        help="keep only the largest connected component of these classes (no name: every class), "
+        "as nnU-Net's post-processing; for organs that occur once, not for lesions",
+    )
     p.add_argument("--no-amp", action="store_true", help="fp32 even where bf16 is native")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=_predict)
@@ -146,6 +153,7 @@ def _predict(a) -> int:
         dataset=a.dataset,
         classes=a.classes,
         save_probabilities=a.save_probabilities,
+        largest_component=None if a.largest_component is None else a.largest_component or ["all"],
     )
     group_inputs(a.input)
     predictor = Predictor(load_checkpoint(resolve_checkpoint(a.model)), a.device, options)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from medfoundry import MedfoundryError
+from medfoundry.inference.postprocess import keep_largest_component
 from medfoundry.inference.prediction_record import sha256_file
 from medfoundry.inference.sliding_window import (
     check_step_fraction,
@@ -61,6 +62,9 @@ class PredictOptions:
     classes: list[str] | None = None
     """Only these classes (names, or ids in the output id space); the rest become background."""
     save_probabilities: bool = False
+    largest_component: list[str] | None = None
+    """Classes (names or output ids; ``["all"]``: every class) that keep only their largest
+    connected component (:mod:`medfoundry.inference.postprocess`); probabilities are unchanged."""
 
     def __post_init__(self) -> None:
         self.check()
@@ -148,6 +152,19 @@ class Predictor:
         self.global_ids = [g for g, _ in pairs]
         self.output_ids = [o for _, o in pairs]
         self.class_names = [g_names[g] for g in self.global_ids]
+        self.largest_component_ids = self._named_ids(self.options.largest_component or [])
+
+    def _named_ids(self, wanted: list[str]) -> list[int]:
+        """The output ids of classes given by name or output id (``all``: every predicted class)."""
+        if "all" in wanted:
+            return list(self.output_ids)
+        by_name = dict(zip(self.class_names, self.output_ids, strict=True))
+        ids = [by_name.get(w, int(w) if w.isdigit() else None) for w in wanted]
+        if unknown := [w for w, i in zip(wanted, ids, strict=True) if i not in self.output_ids]:
+            raise MedfoundryError(
+                f"--largest-component: unknown class(es) {unknown}; predicted: {self.class_names}"
+            )
+        return sorted(set(ids))
 
     def mirror_axes(self, image: Volume) -> tuple[int, ...]:
         """Spatial axes (0=Z, 1=Y, 2=X) to mirror; the left-right one is dropped for sided classes."""
@@ -181,6 +198,7 @@ class Predictor:
             "class_names": list(self.class_names),
             "output_ids": [int(i) for i in self.output_ids],
             "save_probabilities": bool(o.save_probabilities),
+            "largest_component_ids": list(self.largest_component_ids),
         }
 
     @torch.no_grad()
@@ -206,6 +224,8 @@ class Predictor:
         labels = np.zeros(image.shape_zyx, dtype=dtype)
         (z0, z1), (y0, y1), (x0, x1) = props["nonzero_bbox"]
         labels[z0:z1, y0:y1, x0:x1] = lut[best.cpu().numpy()]
+        if self.largest_component_ids:
+            labels = keep_largest_component(labels, self.largest_component_ids)
         full = None
         if self.options.save_probabilities:
             full = np.zeros((len(self.global_ids), *image.shape_zyx), dtype=np.float16)

@@ -79,6 +79,8 @@ def list_cases(spec: DatasetSpec) -> DatasetLayout:
         found = _folder(spec)
     if spec.case_lists:
         found = _apply_case_lists(spec, found)
+    if spec.channels is not None:
+        found = _select_channels(spec, found)
     if not found.cases:
         unlabelled = (
             f"; {len(found.unlabelled)} image(s) without a label" if found.unlabelled else ""
@@ -258,3 +260,23 @@ def _is_int(v: object) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def _select_channels(spec: DatasetSpec, found: DatasetLayout) -> DatasetLayout:
+    """Keep the channel files (and their modalities) that ``spec.channels`` names, in its order."""
+    chosen = spec.channels or []
+    for case in found.cases + found.unlabelled:
+        if len(case.images) == 1 and chosen != [0]:
+            raise MedfoundryError(
+                f"dataset '{spec.name}': 'channels' picks channel files, but case '{case.case}' "
+                "stores its channels in one file"
+            )
+        if max(chosen) >= len(case.images):
+            raise MedfoundryError(
+                f"dataset '{spec.name}': channel {max(chosen)} asked for, case '{case.case}' has "
+                f"{len(case.images)}"
+            )
+        case.images = [case.images[c] for c in chosen]
+    if len(found.modality) > max(chosen):
+        found.modality = [found.modality[c] for c in chosen]
+    return found

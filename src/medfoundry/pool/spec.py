@@ -66,6 +66,10 @@ class DatasetSpec:
     """``CT``, ``MRI``... for all channels, or one per channel. Default: from ``dataset.json``."""
     label_map: dict[int, str | None] | None = None
     """Local label id -> global structure name (``null``: dropped, becomes background)."""
+    channels: list[int] | None = None
+    """Only these input channels, in this order (0-based; one file per channel, as nnU-Net's
+    ``_0000``, ``_0001``...), e.g. ``[0]`` to pool the FLAIR channel of a FLAIR + T1c dataset with
+    one-channel datasets. Default: every channel."""
 
 
 @dataclass
@@ -145,6 +149,7 @@ def _dataset_spec(raw: object, base_dir: Path, where: str) -> DatasetSpec:
         labels=raw.get("labels"),
         case_lists=lists,
         modality=_modality(raw.get("modality"), where),
+        channels=_channels(raw.get("channels"), where),
         label_map=_label_map(raw.get("label_map"), where),
     )
 
@@ -187,6 +192,17 @@ def _inside_root(relative: str, what: str, where: str) -> None:
             f"{where}: {what} {relative!r} leaves the dataset root (absolute path or '..'); "
             "give a path relative to 'root'"
         )
+
+
+def _channels(raw: object, where: str) -> list[int] | None:
+    if raw is None:
+        return None
+    ok = isinstance(raw, list) and raw and all(type(c) is int and c >= 0 for c in raw)
+    if not ok or len(set(raw)) != len(raw):
+        raise MedfoundryError(
+            f"{where}: 'channels' must be a list of distinct channel numbers (0, 1, ...), got {raw!r}"
+        )
+    return list(raw)
 
 
 def _modality(raw: object, where: str) -> str | list[str] | None:

@@ -85,17 +85,17 @@ def write_report(out_dir: Path, title: str, sections: dict) -> Path:
     :func:`transfer_rows`), ``dice`` (evaluate summary), ``class_names`` (id -> name), ``overlays``
     (PNG file names)."""
     e = html.escape
+    summary = {k: v for k, v in sections["summary"].items() if k != "timings_s"}
+    timings = sections["summary"].get("timings_s") or {}
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>{e(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style>",
         f"<h1>{e(title)}</h1>",
         "<h2>Run</h2><table>",
-        *(
-            f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
-            for k, v in sections["summary"].items()
-        ),
+        *(f"<tr><th>{e(str(k))}</th><td>{e(_cell(v))}</td></tr>" for k, v in summary.items()),
         "</table>",
+        *_timings_table(timings),
         "<h2>Transfer: validation mean Dice on the held-out dataset</h2>",
         "<p>The same model, data and steps, initialised from the pretrained checkpoint or at random. "
         "Per epoch: Dice on a fixed set of validation patches (voxel counts pooled over the patches, "
@@ -127,3 +127,23 @@ def write_report(out_dir: Path, title: str, sections: dict) -> Path:
 
 def _f(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
+
+
+def _cell(v) -> str:
+    return _f(v) if isinstance(v, float) else str(v)
+
+
+def _timings_table(timings: dict[str, float]) -> list[str]:
+    """The time of each step (``{"pretrain_s": 288.1, ...}``) and the total, as table rows."""
+    if not timings:
+        return []
+    rows = [(k.removesuffix("_s").replace("_", " "), v) for k, v in timings.items()]
+    rows.append(("total", sum(timings.values())))
+    return [
+        "<h2>Time</h2><table><tr><th>step</th><th>seconds</th><th>minutes</th></tr>",
+        *(
+            f"<tr><th>{html.escape(n)}</th><td>{v:.1f}</td><td>{v / 60:.1f}</td></tr>"
+            for n, v in rows
+        ),
+        "</table>",
+    ]
