@@ -9,6 +9,9 @@ from medfoundry import MedfoundryError
 from medfoundry.cli.arg_types import positive_int
 from medfoundry.models.sizes import MODEL_SIZES
 
+OBJECTIVES = {"supervised": "segmentation", "ssl": "masked"}
+"""``--objective`` -> the training task (``TrainConfig.task``)."""
+
 
 def add_models(sub, common) -> None:
     p = sub.add_parser(
@@ -127,6 +130,12 @@ def add_pretrain(sub, common) -> None:
 def add_training_flags(p) -> None:
     """The training flags that pretrain and finetune share."""
     p.add_argument("--preset", help="a YAML preset (bundled name, e.g. pretrain_cpu, or a file)")
+    p.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        help="supervised (the labels; default) or ssl (self-supervised masked-volume modelling: "
+        "hidden 3D blocks reconstructed from the rest; labels unused)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--iters-per-epoch", type=int)
     p.add_argument("--batch-size", type=int)
@@ -154,6 +163,7 @@ def config_from_flags(a, cfg=None, **extra):
         "optim.lr": a.lr,
         "seed": a.seed,
         "device": a.device,
+        "task": OBJECTIVES.get(a.objective),
         **extra,
     }
     return apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set)
@@ -163,7 +173,17 @@ def _pretrain(a) -> None:
     from medfoundry.training.fit import pretrain
 
     if a.resume:
-        others = (a.out, a.preset, a.set, a.model, a.iters_per_epoch, a.batch_size, a.lr, a.seed)
+        others = (
+            a.out,
+            a.preset,
+            a.set,
+            a.model,
+            a.iters_per_epoch,
+            a.batch_size,
+            a.lr,
+            a.seed,
+            a.objective,
+        )
         if any(v not in (None, []) for v in (*others, a.device)):
             raise MedfoundryError(
                 "--resume continues a run with its own config (only --epochs may change its "
@@ -185,7 +205,8 @@ def run_summary(out: dict) -> str:
     best = out["best_val_mean"]
     best = f"{best:.4f}" if best > float("-inf") else "none (no validation ran)"
     final = out["final_val_mean"]
-    text = f"step {out['step']}: loss {loss}, best validation mean Dice {best}"
+    metric = out.get("metric", "mean Dice")
+    text = f"step {out['step']}: loss {loss}, best validation {metric} {best}"
     if final is not None:
         text += f", final (whole volumes) {final:.4f}"
     if out["data_wait_frac_mean"] is not None:

@@ -106,6 +106,11 @@ class Predictor:
         self.device = parse_device(device)
         self.description = ckpt.description()
         self.task = task_from_description(self.description)
+        if self.task.outputs.activation == "identity":  # e.g. a masked-volume (SSL) model
+            raise MedfoundryError(
+                f"{ckpt.path}: a '{self.task.name}' model outputs intensities, not labels; "
+                "fine-tune it for segmentation first (medfoundry finetune --from ...)"
+            )
         self.model = create_model_from_description(self.description["model"], device="meta")
         try:  # the loaded tensors become the parameters: no second copy
             self.model.load_state_dict(ckpt.weights, assign=True)

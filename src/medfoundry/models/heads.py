@@ -43,7 +43,24 @@ class SegmentationHead(nn.Module):
         return [conv(x) for conv, x in zip(self.convs, f.decoder, strict=False)]
 
 
-HEADS: dict[str, type[nn.Module]] = {"segmentation": SegmentationHead}
+class ReconstructionHead(nn.Module):
+    """A 1x1x1 convolution to ``num_outputs`` intensities per voxel (the input's channels) on the
+    full-resolution decoder features: the masked-volume modelling head."""
+
+    uses_decoder = True
+
+    def __init__(self, features: list[int], num_outputs: int):
+        super().__init__()
+        self.recon = nn.Conv3d(features[0], num_outputs, 1)
+
+    def forward(self, f: Features) -> torch.Tensor:
+        return self.recon(f.decoder[0])  # (B, num_outputs, Z, Y, X)
+
+
+HEADS: dict[str, type[nn.Module]] = {
+    "segmentation": SegmentationHead,
+    "reconstruction": ReconstructionHead,
+}
 
 
 def build_head(spec: dict, features: list[int]) -> nn.Module:

@@ -2,14 +2,16 @@
 
 from medfoundry import MedfoundryError
 from medfoundry.tasks.base import BatchSource, OutputSpec, Task
+from medfoundry.tasks.masked import MaskedVolumeTask
 from medfoundry.tasks.segmentation import SegmentationTask, channel_names
 
-TASKS = {"segmentation": SegmentationTask}
+TASKS = {"segmentation": SegmentationTask, "masked": MaskedVolumeTask}
 
 
-def task_from_config(cfg, labels: dict[str, int]) -> Task:
-    """The task a :class:`~medfoundry.training.config.TrainConfig` trains, over a label space."""
-    return TASKS[cfg.task].from_config(cfg, labels)
+def task_from_config(cfg, labels: dict[str, int], in_channels: int = 1) -> Task:
+    """The task a :class:`~medfoundry.training.config.TrainConfig` trains, over a label space, for
+    a network reading ``in_channels`` channels."""
+    return TASKS[cfg.task].from_config(cfg, labels, in_channels)
 
 
 def task_from_description(description: dict) -> Task:
@@ -25,6 +27,7 @@ def task_from_description(description: dict) -> Task:
 __all__ = [
     "TASKS",
     "BatchSource",
+    "MaskedVolumeTask",
     "OutputSpec",
     "SegmentationTask",
     "Task",

@@ -40,9 +40,10 @@ from medfoundry.data.augment_config import AugmentConfig
 class OutputSpec:
     """What each output channel of a model means."""
 
-    activation: Literal["sigmoid", "softmax"]
+    activation: Literal["sigmoid", "softmax", "identity"]
     """``sigmoid``: independent per-channel probabilities (partial labels: channel k is class k);
-    ``softmax``: one distribution over the channels, ``background`` first."""
+    ``softmax``: one distribution over the channels, ``background`` first; ``identity``: values
+    (image intensities, e.g. a reconstruction), not classes."""
     channels: tuple[str, ...]
     """The class name of each output channel, in order."""
 

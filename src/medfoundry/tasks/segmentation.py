@@ -45,6 +45,7 @@ VALIDATION_SEED = 1 << 40
 class SegmentationTask:
     name = "segmentation"
     batch_keys = ("image", "label", "valid")
+    metric_name = "mean Dice"
 
     def __init__(
         self,
@@ -70,7 +71,7 @@ class SegmentationTask:
         return len(self.labels) - 1
 
     @classmethod
-    def from_config(cls, cfg, labels: dict[str, int]) -> SegmentationTask:
+    def from_config(cls, cfg, labels: dict[str, int], in_channels: int = 1) -> SegmentationTask:
         """For training with :class:`~medfoundry.training.config.TrainConfig` ``cfg``."""
         return cls(labels, ACTIVATION_OF_LOSS[cfg.loss], cfg.deep_supervision)
 

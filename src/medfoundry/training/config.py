@@ -19,7 +19,7 @@ from medfoundry.utils import typed_config
 
 LossName = Literal["partial", "softmax"]
 FreezePolicy = Literal["none", "encoder", "all-but-bottleneck", "head-only"]
-TaskName = Literal["segmentation"]
+TaskName = Literal["segmentation", "masked"]
 """The registered tasks (:data:`medfoundry.tasks.TASKS`; a test keeps the two equal)."""
 
 
@@ -81,7 +81,9 @@ class ValidationConfig:
 @dataclass
 class TrainConfig:
     task: TaskName = "segmentation"
-    """What the backbone is trained for (its head, loss, batches and decoding)."""
+    """What the backbone is trained for (its head, loss, batches and decoding): ``segmentation``
+    (supervised, the pool's labels) or ``masked`` (self-supervised masked-volume modelling: hidden
+    3D blocks reconstructed from the rest; labels unused). ``--objective supervised|ssl`` sets it."""
     model: str = "tsfm_s"
     """A registered size (``medfoundry models list``)."""
     model_overrides: dict = field(default_factory=dict)

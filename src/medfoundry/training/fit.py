@@ -131,6 +131,7 @@ def _result(t: Training, run_dir: Path, last: dict, final, wait=None) -> dict:
         "data_wait_frac_mean": None if wait is None else round(wait, 4),
         "run_dir": str(run_dir),
         "init": t.meta["run"]["init"],
+        "metric": getattr(t.task, "metric_name", "mean Dice"),
     }
 
 

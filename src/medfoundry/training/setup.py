@@ -66,7 +66,7 @@ def build_training(
     random) or, with ``resume``, exactly where that checkpoint left it."""
     device = D.resolve_device(cfg.device, dist)
     pool, plan = load_pool(pool_dir), load_plan(pool_dir)
-    task = task_from_config(cfg, pool["labels"])
+    task = task_from_config(cfg, pool["labels"], plan["in_channels"])
     patch = list(cfg.patch_size or plan["patch_size_vox"])
     batch_size = int(cfg.batch_size or plan["batch_size"])
     splits = resume.meta["run"]["splits"] if resume else _split(pool, cfg)

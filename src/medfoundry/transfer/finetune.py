@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from medfoundry import MedfoundryError
-from medfoundry.planning import make_plan
+from medfoundry.planning import load_plan, make_plan
 from medfoundry.pool import build_pool, load_pool
 from medfoundry.pool.spec import PoolSpec, pool_spec_from_dict
 from medfoundry.preprocessing import preprocess_pool
@@ -98,7 +98,10 @@ def finetune(
         data, run_dir / RUN_DATA_DIR, cfg.model, memory_gb, cfg.patch_size, jobs, progress
     )
     src_channels = source_meta["task"]["outputs"]["channels"]
-    tgt_channels = task_from_config(cfg, load_pool(pool_dir)["labels"]).outputs.channels
+    in_channels = load_plan(pool_dir)["in_channels"]
+    tgt_channels = task_from_config(
+        cfg, load_pool(pool_dir)["labels"], in_channels
+    ).outputs.channels
 
     def init_model(model) -> dict:
         weights = load_checkpoint(ckpt_path).weights  # dropped once copied into the model
