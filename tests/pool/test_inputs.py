@@ -222,9 +222,11 @@ def test_case_lists_decide_whether_an_unlabelled_image_is_reported(tmp_path, hip
     assert [p.reason for p in err.value.problems] == ["no label file"]
 
 
-def test_images_without_any_labels_folder_still_find_no_cases(tmp_path, hippo3):
+def test_a_folder_without_labelstr_is_image_only_and_a_label_map_for_it_an_error(tmp_path, hippo3):
+    """No labelsTr at all: every image is an image-only case (self-supervised training); a
+    label_map promising labels it does not have is refused."""
     shutil.rmtree(hippo3 / "labelsTr")
-    with pytest.raises(MedfoundryError, match="no cases found"):
+    with pytest.raises(MedfoundryError, match="label_map is given but the dataset has no label"):
         build_pool(_spec(tmp_path, hippo3), tmp_path / "out", progress=False)
 
 

@@ -5,9 +5,10 @@
 * ``name``, ``sampling`` (the rule name), ``medfoundry_version``.
 * ``labels``: global structure name -> global id (``background`` is 0).
 * ``datasets``: name -> ``{num_cases, modality (one per channel), num_channels, layout, root,
-  label_map (local id -> name or null), local_to_global (local id -> global id, null -> 0)}``.
+  labelled (false: image-only, no label files), label_map (local id -> name or null), local_to_global (local id -> global id, null -> 0)}``.
 * ``cases``: list of ``{id ("<dataset>/<case>"), dataset, images (absolute paths, one per channel or one
-  multi-channel file), label, valid_labels (global foreground ids its dataset annotates), shape (Z, Y, X),
+  multi-channel file), label (null: an image-only case of a dataset without labels, ``labelled:
+  false`` in its dataset record), valid_labels (global foreground ids its dataset annotates), shape (Z, Y, X),
   spacing (Z, Y, X mm), sampling_probability (sums to 1 over the pool), label_values (local ids
   present), nonzero_bbox}``.
 * ``skipped``: ``[{case, file, reason}]`` for cases dropped by ``--skip-invalid`` (an image without a
@@ -106,7 +107,7 @@ def build_pool(
                 "id": f"{name}/{info.case}",
                 "dataset": name,
                 "images": [str(x) for x in f.images],
-                "label": str(f.label),
+                "label": None if f.label is None else str(f.label),
                 "valid_labels": sorted({g for g in l2g.values() if g != 0}),
                 "shape": info.shape_zyx,
                 "spacing": info.spacing_mm,
@@ -181,6 +182,12 @@ def _inspect(item: tuple[str, CaseFiles, frozenset]) -> CaseInfo | list[Problem]
 
 
 def _resolve_label_map(spec: DatasetSpec, layout: DatasetLayout) -> dict[int, str | None]:
+    if not layout.labelled:  # image-only: annotates nothing
+        if spec.label_map:
+            raise MedfoundryError(
+                f"dataset '{spec.name}': a label_map is given but the dataset has no label files"
+            )
+        return {}
     if spec.label_map is not None:
         return spec.label_map
     if layout.label_names:
@@ -254,6 +261,7 @@ def _dataset_records(spec, layouts, label_maps, space, valid) -> dict:
             "num_channels": channels,
             "layout": layouts[d.name].layout,
             "root": str(d.root),
+            "labelled": layouts[d.name].labelled,
             "label_map": {str(k): v for k, v in sorted(label_maps[d.name].items())},
             "local_to_global": space.local_to_global(label_maps[d.name]),
         }

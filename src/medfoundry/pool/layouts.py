@@ -30,7 +30,8 @@ class CaseFiles:
 
     case: str
     images: list[Path]
-    label: Path
+    label: Path | None
+    """None: an image-only case (a dataset without labels, for self-supervised training)."""
 
 
 @dataclass
@@ -45,6 +46,9 @@ class DatasetLayout:
     """Local id -> name from ``dataset.json`` (background excluded), when the layout has one."""
     unlabelled: list[CaseFiles] = field(default_factory=list)
     """Images with no label file (nnU-Net, MSD); ``label`` is the path it was expected at."""
+    labelled: bool = True
+    """False: a dataset without label files (no ``labelsTr``, no ``labels`` pattern); its cases are
+    image-only, for self-supervised training."""
 
 
 def detect_layout(spec: DatasetSpec) -> str:
@@ -103,38 +107,49 @@ def _nnunet(spec: DatasetSpec) -> DatasetLayout:
     if not isinstance(ending, str) or not re.fullmatch(r"\.[A-Za-z0-9][A-Za-z0-9.]*", ending):
         raise MedfoundryError(f"{root / 'dataset.json'}: 'file_ending' {ending!r} is not a suffix")
 
+    has_labels = (root / "labelsTr").is_dir()
+
     def case_files(case: str) -> CaseFiles:
         images = [root / "imagesTr" / f"{case}_{c:04d}{ending}" for c in range(len(channels))]
-        return CaseFiles(case, images, root / "labelsTr" / f"{case}{ending}")
+        return CaseFiles(
+            case, images, root / "labelsTr" / f"{case}{ending}" if has_labels else None
+        )
 
     labelled = _case_names(spec, root / "labelsTr", ending)
     images = _case_names(spec, root / "imagesTr", ending, channel_suffix=True)
     names = {int(v): k for k, v in _dict(meta, "labels").items() if _is_int(v) and int(v) > 0}
     modality = [str(channels[k]) for k in sorted(channels, key=int)]
-    return DatasetLayout(
-        "nnunet",
-        [case_files(c) for c in labelled],
-        modality,
-        names,
-        unlabelled=[case_files(c) for c in sorted(set(images) - set(labelled))],
-    )
+    return _listed("nnunet", has_labels, images, labelled, case_files, modality, names)
 
 
 def _msd(spec: DatasetSpec) -> DatasetLayout:
     root = spec.root
     meta = _read_json(root / "dataset.json")
 
+    has_labels = (root / "labelsTr").is_dir()
+
     def case_files(case: str) -> CaseFiles:
         name = f"{case}.nii.gz"
-        return CaseFiles(case, [root / "imagesTr" / name], root / "labelsTr" / name)
+        return CaseFiles(
+            case, [root / "imagesTr" / name], root / "labelsTr" / name if has_labels else None
+        )
 
     labelled = _case_names(spec, root / "labelsTr", ".nii.gz")
     images = _case_names(spec, root / "imagesTr", ".nii.gz")
     modalities = _dict(meta, "modality")
     modality = [str(v) for k, v in sorted(modalities.items(), key=lambda kv: _sort_key(kv[0]))]
     names = {int(k): str(v) for k, v in _dict(meta, "labels").items() if _is_int(k) and int(k) > 0}
+    return _listed("msd", has_labels, images, labelled, case_files, modality, names)
+
+
+def _listed(layout, has_labels, images, labelled, case_files, modality, names) -> DatasetLayout:
+    """A dataset folder's cases: with a ``labelsTr`` folder, the labelled cases (images without a
+    label are listed as ``unlabelled``, a problem the build reports); without one, every image as
+    an image-only case (a dataset for self-supervised training)."""
+    if not has_labels:
+        return DatasetLayout(layout, [case_files(c) for c in images], modality, {}, labelled=False)
     return DatasetLayout(
-        "msd",
+        layout,
         [case_files(c) for c in labelled],
         modality,
         names,
@@ -165,19 +180,20 @@ def _case_name(spec: DatasetSpec, case: str, source: str) -> str:
 
 
 def _folder(spec: DatasetSpec) -> DatasetLayout:
-    if not spec.images or not spec.labels:
-        raise MedfoundryError(
-            f"dataset '{spec.name}': the folder layout needs 'images' and 'labels' patterns"
-        )
+    """Cases from the ``images`` (and ``labels``) patterns; without ``labels``, image-only cases
+    (found from the first image pattern)."""
+    if not spec.images:
+        raise MedfoundryError(f"dataset '{spec.name}': the folder layout needs 'images' patterns")
     # With case lists the lists define the cases (files are checked during validation).
-    names = [] if spec.case_lists else _glob_cases(spec, spec.labels)
+    names = [] if spec.case_lists else _glob_cases(spec, spec.labels or spec.images[0])
     cases = [_folder_case(spec, n) for n in names]
-    return DatasetLayout("folder", cases)
+    return DatasetLayout("folder", cases, labelled=spec.labels is not None)
 
 
 def _folder_case(spec: DatasetSpec, case: str) -> CaseFiles:
     images = [spec.root / p.format(case=case) for p in spec.images]
-    return CaseFiles(case, images, spec.root / spec.labels.format(case=case))  # type: ignore[union-attr]
+    label = spec.root / spec.labels.format(case=case) if spec.labels else None
+    return CaseFiles(case, images, label)
 
 
 def _glob_cases(spec: DatasetSpec, pattern: str) -> list[str]:

@@ -17,6 +17,11 @@ Example::
         modality: MRI
         label_map: {1: right_ventricle, 2: myocardium, 3: left_ventricle}
 
+A dataset without labels (an nnU-Net or MSD folder with no ``labelsTr``, or a folder layout with
+``images`` and no ``labels``; no ``label_map``) is *image-only*: its cases have no label and annotate
+no class, so supervised training leaves them out and self-supervised training (``--objective ssl``)
+uses them.
+
 ``label_map`` maps every local label id to a global structure name. The same name in two datasets is
 the same global class. A local id mapped to ``null`` is *dropped*: its voxels become background (0)
 in the pool and no global class is made for it; the dataset then does not annotate that structure.
@@ -59,7 +64,7 @@ class DatasetSpec:
     images: list[str] = field(default_factory=list)
     """Folder layout: image filename patterns with ``{case}``, one per channel, relative to ``root``."""
     labels: str | None = None
-    """Folder layout: label filename pattern with ``{case}``."""
+    """Folder layout: label filename pattern with ``{case}`` (none: an image-only dataset)."""
     case_lists: list[str] = field(default_factory=list)
     """Optional files (relative to ``root``) listing case names, one per line; their union is used."""
     modality: str | list[str] | None = None

@@ -49,7 +49,7 @@ class CaseInfo:
 def inspect_case(files: CaseFiles, allowed_labels: set[int]) -> CaseInfo | list[Problem]:
     """Read and check one case. Returns its info, or every problem found."""
     problems: list[Problem] = []
-    for path in [*files.images, files.label]:
+    for path in [*files.images, *([files.label] if files.label else [])]:
         if not Path(path).exists():
             problems.append(Problem(files.case, str(path), "file not found"))
     if problems:
@@ -58,6 +58,9 @@ def inspect_case(files: CaseFiles, allowed_labels: set[int]) -> CaseInfo | list[
         image = read_image(files.images)
     except VolumeReadError as err:
         return [Problem(files.case, err.path, err.reason)]
+    if files.label is None:  # an image-only case (self-supervised training)
+        problems = _non_finite_problems(files, image.array)
+        return problems or _case_info(files.case, image, None, [])
     try:
         label = read_label(files.label)
     except VolumeReadError as err:
@@ -85,14 +88,21 @@ def inspect_case(files: CaseFiles, allowed_labels: set[int]) -> CaseInfo | list[
         )
     if problems:
         return problems
+    return _case_info(files.case, image, label.array[0], [int(v) for v in values])
+
+
+def _case_info(case: str, image, label_zyx: np.ndarray | None, values: list[int]) -> CaseInfo:
+    """The measurements of a valid case; an image-only case (``label_zyx`` None) samples its
+    intensities inside the nonzero (body) region instead of a foreground."""
+    body = np.any(image.array != 0, axis=0) if label_zyx is None else label_zyx > 0
     return CaseInfo(
-        case=files.case,
+        case=case,
         shape_zyx=list(image.shape_zyx),
         spacing_mm=[round(float(s), 6) for s in image.spacing_mm],
         num_channels=image.num_channels,
-        label_values=[int(v) for v in values],
+        label_values=values,
         nonzero_bbox=nonzero_bbox(image.array),
-        fg_samples=_foreground_samples(image.array, label.array[0], files.case),
+        fg_samples=_foreground_samples(image.array, body, case),
     )
 
 
@@ -125,8 +135,9 @@ def nonzero_bbox(array_czyx: np.ndarray) -> list[list[int]]:
     return box
 
 
-def _foreground_samples(image_czyx: np.ndarray, label_zyx: np.ndarray, case: str) -> np.ndarray:
-    fg = np.flatnonzero(label_zyx.ravel() > 0)
+def _foreground_samples(image_czyx: np.ndarray, region_zyx: np.ndarray, case: str) -> np.ndarray:
+    """``(C, N)`` intensities of a seeded sample of the voxels where ``region_zyx`` is true."""
+    fg = np.flatnonzero(region_zyx.ravel())
     if fg.size > FOREGROUND_SAMPLES_PER_CASE:
         rng = np.random.default_rng(zlib.crc32(case.encode()))  # deterministic per case
         fg = np.sort(rng.choice(fg, FOREGROUND_SAMPLES_PER_CASE, replace=False))

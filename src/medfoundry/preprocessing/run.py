@@ -77,8 +77,11 @@ def preprocess_case(
 ) -> dict:
     """Preprocess one pool case record and write it to the cache; returns its properties."""
     image = read_image(case["images"])
-    label = read_label(case["label"])
-    img, lab, geo = transform_volume(image, dataset_plan, label.array[0], case["nonzero_bbox"])
+    if case["label"] is None:  # an image-only case: an all-background map keeps one cache layout
+        label_zyx = np.zeros(image.shape_zyx, dtype=np.uint8)
+    else:
+        label_zyx = read_label(case["label"]).array[0]
+    img, lab, geo = transform_volume(image, dataset_plan, label_zyx, case["nonzero_bbox"])
     lab = remap_labels(lab, local_to_global)
     paths = case_paths(pool_dir, case["id"])
     paths["image"].parent.mkdir(parents=True, exist_ok=True)

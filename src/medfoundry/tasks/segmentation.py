@@ -38,6 +38,16 @@ def channel_names(labels: dict[str, int], activation: str) -> tuple[str, ...]:
 
 
 _NO_AUGMENT = AugmentConfig(enabled=False)
+
+
+def labelled(cases: list[dict], required: bool = True) -> list[dict]:
+    """The cases whose dataset annotates some class (image-only cases are for self-supervision)."""
+    out = [c for c in cases if c["valid_labels"]]
+    if required and not out:
+        raise MedfoundryError("no labelled training case: train self-supervised (--objective ssl)")
+    return out
+
+
 VALIDATION_SEED = 1 << 40
 """Added to the run's seed (shifted) for the validation patches, apart from the training batches'."""
 
@@ -73,6 +83,10 @@ class SegmentationTask:
     @classmethod
     def from_config(cls, cfg, labels: dict[str, int], in_channels: int = 1) -> SegmentationTask:
         """For training with :class:`~medfoundry.training.config.TrainConfig` ``cfg``."""
+        if len(labels) < 2:
+            raise MedfoundryError(
+                "the pool has no labelled dataset: train it self-supervised (--objective ssl)"
+            )
         return cls(labels, ACTIVATION_OF_LOSS[cfg.loss], cfg.deep_supervision)
 
     @classmethod
@@ -99,7 +113,7 @@ class SegmentationTask:
         """Augmented patches of the training cases drawn with the pool's probabilities: ``image``
         ``(B, C, Z, Y, X)``, ``label``, ``valid``, ``case_ids`` (see :func:`make_batch`); this
         process's share (``shard``) of batches ``start_step, start_step + 1, ...``."""
-        sampler = PatchSampler(str(src.pool_dir), src.train_cases, src.fg_fraction)
+        sampler = PatchSampler(str(src.pool_dir), labelled(src.train_cases), src.fg_fraction)
         spec = BatchSpec(
             patch_size=src.patch_size,
             batch_size=src.batch_size,
@@ -115,7 +129,7 @@ class SegmentationTask:
         training batch size: drawn as training patches (foreground oversampled) without
         augmentation, from a fixed seed, so every validation scores the same patches."""
         by_dataset: dict[str, list[dict]] = {}
-        for case in src.val_cases:
+        for case in labelled(src.val_cases, required=False):
             by_dataset.setdefault(case["dataset"], []).append(case)
         i = 0
         for d, (_, cases) in enumerate(sorted(by_dataset.items())):
@@ -133,7 +147,7 @@ class SegmentationTask:
     ) -> Iterator[tuple[torch.Tensor, dict]]:
         """Each validation case (this process's share): its preprocessed image ``(C, Z, Y, X)`` and
         the batch of one that :meth:`update_metric` compares the logits with."""
-        for case in src.val_cases[shard[0] :: shard[1]]:
+        for case in labelled(src.val_cases, required=False)[shard[0] :: shard[1]]:
             image, label, _ = load_case(src.pool_dir, case["id"])
             valid = torch.zeros(1, self.num_fg, dtype=torch.bool)
             valid[0, [c - 1 for c in case["valid_labels"]]] = True
