@@ -9,7 +9,7 @@ from medfoundry import MedfoundryError
 from medfoundry.cli.arg_types import positive_int
 from medfoundry.models.sizes import MODEL_SIZES
 
-OBJECTIVES = {"supervised": "segmentation", "ssl": "masked"}
+OBJECTIVES = {"supervised": "segmentation", "ssl": "masked", "both": "segmentation+masked"}
 """``--objective`` -> the training task (``TrainConfig.task``)."""
 
 
@@ -133,8 +133,10 @@ def add_training_flags(p) -> None:
     p.add_argument(
         "--objective",
         choices=sorted(OBJECTIVES),
-        help="supervised (the labels; default) or ssl (self-supervised masked-volume modelling: "
-        "hidden 3D blocks reconstructed from the rest; labels unused)",
+        help="supervised (the labels; default), ssl (self-supervised masked-volume modelling: "
+        "hidden 3D blocks reconstructed from the rest; labels unused) or both (by turns: "
+        "supervised on labelled patches, masked modelling on every patch, datasets without labels "
+        "included)",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--iters-per-epoch", type=int)

@@ -57,9 +57,24 @@ class ReconstructionHead(nn.Module):
         return self.recon(f.decoder[0])  # (B, num_outputs, Z, Y, X)
 
 
+class ConcatHead(nn.Module):
+    """Several heads on the same features, their outputs concatenated along the channels, in order
+    (``parts``: head descriptions, each returning one tensor): one forward pass serves two tasks."""
+
+    uses_decoder = True
+
+    def __init__(self, features: list[int], parts: list[dict]):
+        super().__init__()
+        self.parts = nn.ModuleList(build_head(p, features) for p in parts)
+
+    def forward(self, f: Features) -> torch.Tensor:
+        return torch.cat([part(f) for part in self.parts], dim=1)  # (B, sum of outputs, Z, Y, X)
+
+
 HEADS: dict[str, type[nn.Module]] = {
     "segmentation": SegmentationHead,
     "reconstruction": ReconstructionHead,
+    "concat": ConcatHead,
 }
 
 

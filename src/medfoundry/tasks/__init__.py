@@ -2,10 +2,15 @@
 
 from medfoundry import MedfoundryError
 from medfoundry.tasks.base import BatchSource, OutputSpec, Task
+from medfoundry.tasks.combined import CombinedTask
 from medfoundry.tasks.masked import MaskedVolumeTask
 from medfoundry.tasks.segmentation import SegmentationTask, channel_names
 
-TASKS = {"segmentation": SegmentationTask, "masked": MaskedVolumeTask}
+TASKS = {
+    "segmentation": SegmentationTask,
+    "masked": MaskedVolumeTask,
+    "segmentation+masked": CombinedTask,
+}
 
 
 def task_from_config(cfg, labels: dict[str, int], in_channels: int = 1) -> Task:
@@ -27,6 +32,7 @@ def task_from_description(description: dict) -> Task:
 __all__ = [
     "TASKS",
     "BatchSource",
+    "CombinedTask",
     "MaskedVolumeTask",
     "OutputSpec",
     "SegmentationTask",

@@ -19,7 +19,7 @@ from medfoundry.utils import typed_config
 
 LossName = Literal["partial", "softmax"]
 FreezePolicy = Literal["none", "encoder", "all-but-bottleneck", "head-only"]
-TaskName = Literal["segmentation", "masked"]
+TaskName = Literal["segmentation", "masked", "segmentation+masked"]
 """The registered tasks (:data:`medfoundry.tasks.TASKS`; a test keeps the two equal)."""
 
 
@@ -83,7 +83,9 @@ class TrainConfig:
     task: TaskName = "segmentation"
     """What the backbone is trained for (its head, loss, batches and decoding): ``segmentation``
     (supervised, the pool's labels) or ``masked`` (self-supervised masked-volume modelling: hidden
-    3D blocks reconstructed from the rest; labels unused). ``--objective supervised|ssl`` sets it."""
+    3D blocks reconstructed from the rest; labels unused) or ``segmentation+masked`` (both, by turns:
+    supervised on labelled patches, masked modelling on every patch). ``--objective
+    supervised|ssl|both`` sets it."""
     model: str = "tsfm_s"
     """A registered size (``medfoundry models list``)."""
     model_overrides: dict = field(default_factory=dict)

@@ -24,7 +24,7 @@ from medfoundry.runs.run_folder import RUN_DATA_DIR, check_new_run_dir
 from medfoundry.tasks import task_from_config
 from medfoundry.training.config import TrainConfig, check_config, from_dict
 from medfoundry.training.fit import pretrain
-from medfoundry.transfer.weights import transfer_weights
+from medfoundry.transfer.weights import segmentation_part, transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,10 @@ def finetune(
 
     def init_model(model) -> dict:
         weights = load_checkpoint(ckpt_path).weights  # dropped once copied into the model
-        report = transfer_weights(model, weights, list(src_channels), list(tgt_channels))
+        channels = list(src_channels)
+        if cfg.task == "segmentation":  # a supervised + SSL source: its segmentation head
+            weights, channels = segmentation_part(weights, source_meta["model"]["head"], channels)
+        report = transfer_weights(model, weights, channels, list(tgt_channels))
         report["source"] = cfg.init_from
         c = report["counts"]
         log.info(

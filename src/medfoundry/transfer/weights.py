@@ -70,3 +70,21 @@ def _copy_head(value, src, source_channels, target_channels, src_row, name, repo
     for t, s in rows:
         value[t] = src[s]
     report["loaded" if len(rows) == len(target_channels) else "adapted"].append(name)
+
+
+def segmentation_part(state: dict, head: dict, channels: list[str]) -> tuple[dict, list[str]]:
+    """The weights and output channels of a model, with a ``concat`` head (supervised + SSL) seen as
+    the plain segmentation head a segmentation model has: the segmentation part's tensors renamed
+    ``heads.parts.<i>.`` -> ``heads.``, the other parts' left out, its channels only. Any other
+    head: unchanged."""
+    if head.get("kind") != "concat":
+        return state, channels
+    start = 0
+    for i, part in enumerate(head["parts"]):
+        if part["kind"] == "segmentation":
+            prefix = f"heads.parts.{i}."
+            body = {k: v for k, v in state.items() if not k.startswith("heads.")}
+            own = {"heads." + k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            return {**body, **own}, channels[start : start + part["num_outputs"]]
+        start += part["num_outputs"]
+    return state, channels
