@@ -62,7 +62,7 @@ def test_image_only_datasets_are_pooled_with_no_label(folders):
 
 def test_a_label_map_for_a_dataset_without_labels_is_an_error(folders):
     spec = _pool_yaml(folders, "  - name: u\n    root: msd_images\n    label_map: {1: x}\n")
-    with pytest.raises(MedfoundryError, match="label_map is given but the dataset has no label"):
+    with pytest.raises(MedfoundryError, match="label_map is given but it has no label files"):
         build_pool(spec, folders / "p", progress=False)
 
 
@@ -109,3 +109,18 @@ def test_supervised_batches_never_draw_image_only_cases(folders):
         ).read_text()
     )
     assert cached["classes_present"] == []
+
+
+def test_images_only_keeps_a_labelled_dataset_s_labels_out(folders):
+    body = "  - name: hippo\n    root: labelled\n    modality: MRI\n    images_only: true\n"
+    pool = load_pool(build_pool(_pool_yaml(folders, body), folders / "p", progress=False))
+    assert pool["datasets"]["hippo"]["labelled"] is False and pool["labels"] == {"background": 0}
+    assert len(pool["cases"]) == 3 and all(c["label"] is None for c in pool["cases"])
+    with pytest.raises(MedfoundryError, match="label_map is given but images_only uses no labels"):
+        build_pool(
+            _pool_yaml(folders, body + "    label_map: {1: a}\n"), folders / "q", progress=False
+        )
+    with pytest.raises(MedfoundryError, match="'images_only' must be true or false"):
+        build_pool(
+            _pool_yaml(folders, body.replace("true", "yes please")), folders / "r", progress=False
+        )

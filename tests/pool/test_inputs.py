@@ -226,7 +226,7 @@ def test_a_folder_without_labelstr_is_image_only_and_a_label_map_for_it_an_error
     """No labelsTr at all: every image is an image-only case (self-supervised training); a
     label_map promising labels it does not have is refused."""
     shutil.rmtree(hippo3 / "labelsTr")
-    with pytest.raises(MedfoundryError, match="label_map is given but the dataset has no label"):
+    with pytest.raises(MedfoundryError, match="label_map is given but it has no label files"):
         build_pool(_spec(tmp_path, hippo3), tmp_path / "out", progress=False)
 
 

@@ -165,3 +165,24 @@ def test_a_set_of_axes_is_not_a_range():
 
     check_config(from_dict({"data": {"augment": {"mirror_axes": [2, 1]}}}))  # any order
     check_config(apply_overrides(TrainConfig(), ["validation.max_cases=0"]))  # no validation
+
+
+def test_an_explicit_split_is_used_and_checked():
+    from medfoundry.training.setup import _split
+
+    pool = {"cases": [{"id": f"d/c{i}", "dataset": "d"} for i in range(5)]}
+    cfg = apply_overrides(TrainConfig(), ["data.train_cases=[d/c1, d/c3]"])
+    assert _split(pool, cfg) == {"train": ["d/c1", "d/c3"], "val": ["d/c0", "d/c2", "d/c4"]}
+    cfg = apply_overrides(TrainConfig(), ["data.train_cases=[d/c1]", "data.val_cases=[d/c4]"])
+    assert _split(pool, cfg) == {"train": ["d/c1"], "val": ["d/c4"]}
+    cfg = apply_overrides(TrainConfig(), ["data.val_cases=[d/c0]"])
+    assert _split(pool, cfg)["train"] == ["d/c1", "d/c2", "d/c3", "d/c4"]
+    for item, message in [
+        ("data.train_cases=[d/c9]", "not cases of the pool"),
+        ("data.val_cases=[d/c0, d/c1, d/c2, d/c3, d/c4]", "no training case"),
+    ]:
+        with pytest.raises(MedfoundryError, match=message):
+            _split(pool, apply_overrides(TrainConfig(), [item]))
+    both = ["data.train_cases=[d/c1]", "data.val_cases=[d/c1]"]
+    with pytest.raises(MedfoundryError, match="both train and validate"):
+        _split(pool, apply_overrides(TrainConfig(), both))

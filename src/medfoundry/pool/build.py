@@ -184,9 +184,8 @@ def _inspect(item: tuple[str, CaseFiles, frozenset]) -> CaseInfo | list[Problem]
 def _resolve_label_map(spec: DatasetSpec, layout: DatasetLayout) -> dict[int, str | None]:
     if not layout.labelled:  # image-only: annotates nothing
         if spec.label_map:
-            raise MedfoundryError(
-                f"dataset '{spec.name}': a label_map is given but the dataset has no label files"
-            )
+            why = "images_only uses no labels" if spec.images_only else "it has no label files"
+            raise MedfoundryError(f"dataset '{spec.name}': a label_map is given but {why}")
         return {}
     if spec.label_map is not None:
         return spec.label_map

@@ -85,6 +85,10 @@ def list_cases(spec: DatasetSpec) -> DatasetLayout:
         found = _apply_case_lists(spec, found)
     if spec.channels is not None:
         found = _select_channels(spec, found)
+    if spec.images_only:  # its labels stay out: every image is an image-only case
+        cases = [replace(c, label=None) for c in found.cases + found.unlabelled]
+        found = replace(found, cases=cases, unlabelled=[])
+        found = replace(found, label_names={}, labelled=False)
     if not found.cases:
         unlabelled = (
             f"; {len(found.unlabelled)} image(s) without a label" if found.unlabelled else ""

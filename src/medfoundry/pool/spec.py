@@ -20,7 +20,7 @@ Example::
 A dataset without labels (an nnU-Net or MSD folder with no ``labelsTr``, or a folder layout with
 ``images`` and no ``labels``; no ``label_map``) is *image-only*: its cases have no label and annotate
 no class, so supervised training leaves them out and self-supervised training (``--objective ssl``)
-uses them.
+uses them. ``images_only: true`` makes a labelled dataset one (its labels are not read).
 
 ``label_map`` maps every local label id to a global structure name. The same name in two datasets is
 the same global class. A local id mapped to ``null`` is *dropped*: its voxels become background (0)
@@ -71,6 +71,9 @@ class DatasetSpec:
     """``CT``, ``MRI``... for all channels, or one per channel. Default: from ``dataset.json``."""
     label_map: dict[int, str | None] | None = None
     """Local label id -> global structure name (``null``: dropped, becomes background)."""
+    images_only: bool = False
+    """Use the dataset's images without its labels (an image-only dataset, for self-supervised
+    training), e.g. a target whose labels must stay out of pretraining."""
     channels: list[int] | None = None
     """Only these input channels, in this order (0-based; one file per channel, as nnU-Net's
     ``_0000``, ``_0001``...), e.g. ``[0]`` to pool the FLAIR channel of a FLAIR + T1c dataset with
@@ -155,6 +158,7 @@ def _dataset_spec(raw: object, base_dir: Path, where: str) -> DatasetSpec:
         case_lists=lists,
         modality=_modality(raw.get("modality"), where),
         channels=_channels(raw.get("channels"), where),
+        images_only=_flag(raw.get("images_only", False), "images_only", where),
         label_map=_label_map(raw.get("label_map"), where),
     )
 
@@ -197,6 +201,12 @@ def _inside_root(relative: str, what: str, where: str) -> None:
             f"{where}: {what} {relative!r} leaves the dataset root (absolute path or '..'); "
             "give a path relative to 'root'"
         )
+
+
+def _flag(raw: object, key: str, where: str) -> bool:
+    if not isinstance(raw, bool):
+        raise MedfoundryError(f"{where}: '{key}' must be true or false, got {raw!r}")
+    return raw
 
 
 def _channels(raw: object, where: str) -> list[int] | None:

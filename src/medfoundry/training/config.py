@@ -53,6 +53,11 @@ class DataConfig:
     split_seed: int | None = None
     """Seed of the per-dataset train/validation split (default: ``seed``). Fix it to compare training
     seeds on the same validation cases."""
+    train_cases: list[str] | None = None
+    """An explicit split instead of the seeded one: these case ids (``dataset/case``) train (e.g. n
+    labelled cases of a few-shot experiment); with ``val_cases`` unset, every other case validates."""
+    val_cases: list[str] | None = None
+    """These case ids validate; with ``train_cases`` unset, every other case trains."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medfoundry import MedfoundryError
 from medfoundry.data.split import split_cases
 from medfoundry.models.registry import create_network
 from medfoundry.models.sizes import get_size, stage_strides
@@ -144,8 +145,25 @@ def build_training(
 
 
 def _split(pool: dict, cfg: TrainConfig) -> dict[str, list[str]]:
-    seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
-    return split_cases(pool["cases"], cfg.data.val_fraction, seed)
+    """The seeded per-dataset split, or the explicit one (``data.train_cases`` / ``val_cases``)."""
+    train, val = cfg.data.train_cases, cfg.data.val_cases
+    if train is None and val is None:
+        seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+        return split_cases(pool["cases"], cfg.data.val_fraction, seed)
+    ids = [c["id"] for c in pool["cases"]]
+    known = set(ids)
+    for key, given in (("data.train_cases", train), ("data.val_cases", val)):
+        if unknown := [i for i in given or [] if i not in known]:
+            raise MedfoundryError(f"config key '{key}': not cases of the pool: {unknown[:5]}")
+    if train is None:
+        train = [i for i in ids if i not in set(val)]
+    if val is None:
+        val = [i for i in ids if i not in set(train)]
+    if both := sorted(set(train) & set(val)):
+        raise MedfoundryError(f"cases both train and validate: {both[:5]}")
+    if not train:
+        raise MedfoundryError("config key 'data.train_cases': no training case")
+    return {"train": list(train), "val": list(val)}
 
 
 def _strides(cfg: TrainConfig, plan: dict, patch: list[int]) -> list[list[int]]:
