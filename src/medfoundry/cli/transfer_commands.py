@@ -238,6 +238,33 @@ def add_benchmark(sub, common) -> None:
     t.add_argument("--full-epochs", type=positive_int, help="override the full from-scratch budget")
     t.add_argument("-j", "--jobs", type=positive_int, default=2, metavar="N")
     t.set_defaults(func=_benchmark_transfer)
+    f = bsub.add_parser(
+        "fewshot",
+        parents=[common],
+        help="label efficiency: Dice against labelled target cases, from scratch and pretrained starts",
+        description="Per target: train on n labelled cases (seeded subsets for small n) from each start "
+        "(scratch, supervised pool, self-supervised, both) with the same steps; predict the fixed "
+        "validation cases and score them with 'medfoundry evaluate' at the input grid. Writes runs.csv, "
+        "table.md, table.csv, budget.json and fewshot.png per target. Finished runs are kept, "
+        "unfinished ones resumed.",
+    )
+    f.add_argument("--data", required=True, type=Path, metavar="DIR", help="like ../shared/data")
+    f.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR")
+    f.add_argument("--preset", default="fewshot_real", help="bundled name or YAML file")
+    f.add_argument("--target", nargs="+", metavar="NAME", help="only these targets")
+    f.add_argument("-j", "--jobs", type=positive_int, default=2, metavar="N")
+    f.set_defaults(func=_benchmark_fewshot)
+
+
+def _benchmark_fewshot(a) -> None:
+    from medfoundry.workflows.fewshot_benchmark import load_fewshot_config, run_fewshot_benchmark
+
+    cfg = load_fewshot_config(a.preset)
+    run_fewshot_benchmark(a.data, a.out, cfg, a.target, a.jobs, progress=not a.quiet)
+    for t in cfg.targets:
+        table = a.out / t.name / "table.md"
+        if table.is_file() and (not a.target or t.name in a.target):
+            print(table.read_text())
 
 
 def _benchmark_transfer(a) -> None:
