@@ -67,7 +67,7 @@ def write_tables(out: Path, target: str, rows: list[dict], budget: dict) -> None
 def _pm(r: dict, c: str) -> str:
     if r[c] is None:
         return "n/a"
-    return f"{r[c]:.3f} ± {r[c + '_std']:.3f}" if r["subsets"] > 1 else f"{r[c]:.3f}"
+    return f"{r[c]:.3f} +- {r[c + '_std']:.3f}" if r["subsets"] > 1 else f"{r[c]:.3f}"
 
 
 def _csv(path: Path, rows: list[dict]) -> None:
