@@ -18,18 +18,17 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from medfoundry.data.augment_config import AugmentConfig
-from medfoundry.data.loader import BatchSpec, batch_loader, make_batch
+from medfoundry.data.loader import BatchSpec, batch_loader
 from medfoundry.data.sampler import PatchSampler
 from medfoundry.preprocessing.cache import load_case
 from medfoundry.tasks.base import BatchSource, OutputSpec, Shard
+from medfoundry.tasks.segmentation import fixed_patch_batches
 
 MASK_RATIO = 0.6
 """Fraction of blocks hidden (SimMIM: 0.6)."""
 BLOCKS_PER_AXIS = 8
 """The patch is cut into about this many blocks along each axis (a block is at least 1 voxel)."""
 VALIDATION_SEED = 1 << 41
-_NO_AUGMENT = AugmentConfig(enabled=False)
 
 
 def block_mask(
@@ -135,20 +134,10 @@ class MaskedVolumeTask:
 
     def validation_batches(self, src: BatchSource, shard: Shard = (0, 1)) -> Iterator[dict]:
         """``src.val_patches`` fixed patches per dataset (as segmentation's), with fixed masks."""
-        by_dataset: dict[str, list[dict]] = {}
-        for case in src.val_cases:
-            by_dataset.setdefault(case["dataset"], []).append(case)
-        i = 0
-        for d, (_, cases) in enumerate(sorted(by_dataset.items())):
-            sampler = PatchSampler(str(src.pool_dir), cases, src.fg_fraction)
-            for k in range(0, src.val_patches, src.batch_size):
-                if i % shard[1] == shard[0]:
-                    size = min(src.batch_size, src.val_patches - k)
-                    seed = VALIDATION_SEED + (src.seed << 16) + d
-                    spec = BatchSpec(src.patch_size, size, self.num_fg, seed, _NO_AUGMENT)
-                    batch = make_batch(sampler, spec, k)
-                    yield masked_batch(batch, seed + k, self.mask_ratio)
-                i += 1
+        for seed, batch in fixed_patch_batches(
+            src, src.val_cases, self.num_fg, VALIDATION_SEED, shard
+        ):
+            yield masked_batch(batch, seed, self.mask_ratio)
 
     def validation_volumes(
         self, src: BatchSource, shard: Shard = (0, 1)

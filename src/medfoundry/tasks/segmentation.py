@@ -40,6 +40,27 @@ def channel_names(labels: dict[str, int], activation: str) -> tuple[str, ...]:
 _NO_AUGMENT = AugmentConfig(enabled=False)
 
 
+def fixed_patch_batches(
+    src: BatchSource, cases: list[dict], num_fg: int, seed_base: int, shard: Shard
+) -> Iterator[tuple[int, dict]]:
+    """Per dataset of ``cases``, ``src.val_patches`` patches in batches of the training batch size,
+    drawn as training patches without augmentation from a fixed seed (the same every time); yields
+    ``(seed, batch)`` for this process's share, ``seed`` unique to the batch."""
+    by_dataset: dict[str, list[dict]] = {}
+    for case in cases:
+        by_dataset.setdefault(case["dataset"], []).append(case)
+    i = 0
+    for d, (_, group) in enumerate(sorted(by_dataset.items())):
+        sampler = PatchSampler(str(src.pool_dir), group, src.fg_fraction)
+        seed = seed_base + (src.seed << 16) + d
+        for k in range(0, src.val_patches, src.batch_size):
+            if i % shard[1] == shard[0]:
+                size = min(src.batch_size, src.val_patches - k)
+                spec = BatchSpec(src.patch_size, size, num_fg, seed, _NO_AUGMENT)
+                yield seed + k, make_batch(sampler, spec, k)
+            i += 1
+
+
 def labelled(cases: list[dict], required: bool = True) -> list[dict]:
     """The cases whose dataset annotates some class (image-only cases are for self-supervision)."""
     out = [c for c in cases if c["valid_labels"]]
@@ -128,19 +149,9 @@ class SegmentationTask:
         """Per dataset, ``src.val_patches`` patches of its validation cases in batches of the
         training batch size: drawn as training patches (foreground oversampled) without
         augmentation, from a fixed seed, so every validation scores the same patches."""
-        by_dataset: dict[str, list[dict]] = {}
-        for case in labelled(src.val_cases, required=False):
-            by_dataset.setdefault(case["dataset"], []).append(case)
-        i = 0
-        for d, (_, cases) in enumerate(sorted(by_dataset.items())):
-            sampler = PatchSampler(str(src.pool_dir), cases, src.fg_fraction)
-            for k in range(0, src.val_patches, src.batch_size):
-                if i % shard[1] == shard[0]:
-                    size = min(src.batch_size, src.val_patches - k)
-                    seed = VALIDATION_SEED + (src.seed << 16) + d
-                    spec = BatchSpec(src.patch_size, size, self.num_fg, seed, _NO_AUGMENT)
-                    yield make_batch(sampler, spec, k)
-                i += 1
+        cases = labelled(src.val_cases, required=False)
+        for _, batch in fixed_patch_batches(src, cases, self.num_fg, VALIDATION_SEED, shard):
+            yield batch
 
     def validation_volumes(
         self, src: BatchSource, shard: Shard = (0, 1)
