@@ -71,3 +71,13 @@ def test_fewshot_table_on_real_data_then_a_rerun_keeps_every_run(data_dir, tmp_p
     mtime = (d / "n2_s1" / "both" / "checkpoints" / "final.safetensors").stat().st_mtime
     assert main([*argv, "--preset", str(preset)]) == 0  # a rerun keeps every finished run
     assert (d / "n2_s1" / "both" / "checkpoints" / "final.safetensors").stat().st_mtime == mtime
+
+
+def test_an_unknown_target_is_a_one_line_error_before_any_folder(data_dir, tmp_path, capsys):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY)
+    argv = ["benchmark", "fewshot", "--data", str(data_dir), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--preset", str(preset), "--target", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "medfoundry: error: --target ['nope']: not targets of the preset"
+    assert not (tmp_path / "o").exists()

@@ -110,6 +110,8 @@ def run_fewshot_benchmark(
     progress: bool = True,
 ) -> dict[str, list[dict]]:
     """Run every target (or those in ``only``); returns ``{target: run rows}``."""
+    if unknown := sorted(set(only or []) - {t.name for t in cfg.targets}):
+        raise MedfoundryError(f"--target {unknown}: not targets of the preset")
     spec = real_data_spec(data_dir)
     names = {d.name for d in spec.datasets}
     for t in cfg.targets:
