@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from medfoundry.cli.main import main
 
@@ -116,6 +117,8 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
         str(work),
         "--synth-cases",
         "4",
+        "--labelled",
+        "2",
     ]
     first = subprocess.run([*cmd, *TINY, "-q"], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr
@@ -124,17 +127,33 @@ def test_main_job_on_synthetic_data_then_reuses_steps(tmp_path):
     assert "1=liver, 2=spleen, 3=kidney, 4=liver_lesion" in first.stdout
     assert "held out for transfer: synthabdomenmr" in first.stdout
     init = json.loads((work / "finetune" / "init.json").read_text())
-    assert init["head"]["kept"] == ["liver", "kidney"] and init["head"]["new"] == ["gallbladder"]
+    # The fine-tuning recipe: the pretrained stem, encoder and bottleneck; a new decoder and head.
+    assert init["head"] == {"kept": [], "new": ["liver", "kidney", "gallbladder"]}
+    assert any(k.startswith("encoder.") for k in init["loaded"])
+    assert any(k.startswith("decoder.") for k in init["new"])
     summary = json.loads((work / "summary.json").read_text())
-    # Two epochs (patch validation), then the final weights on whole volumes.
-    assert [r["epoch"] for r in summary["transfer"]] == [1, 2, "final"]
+    # Two epochs of patch validation; the final weights are scored by evaluate.
+    assert [r["epoch"] for r in summary["transfer"]] == [1, 2]
     assert set(summary["evaluation_mean"]) == {"1", "2", "3"}
+    # Few labels: both runs train on the same 2 of the 3 training cases.
+    split = json.loads((work / "target_split.json").read_text())
+    assert len(split["train"]) == 2 and split["available"] == 3 and len(split["val"]) == 1
+    for run in ("finetune", "scratch"):
+        cfg = yaml.safe_load((work / run / "config.yaml").read_text())
+        assert cfg["data"]["train_cases"] == split["train"]
+    mean = summary["comparison"][-1]
+    assert mean["class"] == "mean" and 0 <= mean["finetune"] <= 1 and 0 <= mean["scratch"] <= 1
+    assert summary["fine-tuned mean Dice"] == mean["finetune"]
+    assert "pretrained start" in summary["pretrained start vs scratch"]
+    chosen = json.loads((work / "postprocessing.json").read_text())["largest_component"]
+    assert set(chosen) <= {1, 2, 3}
     html = (work / "report" / "report.html").read_text()
-    assert "Transfer" in html and "overlay_" in html
+    assert "Few labelled cases: pretrained start vs scratch" in html and "overlay_" in html
+    assert (work / "report" / "transfer.png").stat().st_size > 5000
     assert list((work / "report").glob("overlay_*.png"))
-    preds = sorted((work / "predictions").glob("*.nii.gz"))
-    refs = sorted((work / "references").glob("*.nii.gz"))
-    assert [p.name for p in preds] == [r.name for r in refs] and preds
+    refs = sorted(p.name for p in (work / "references").glob("*.nii.gz"))
+    for run in ("finetune", "scratch", "finetune_lcc"):
+        assert sorted(p.name for p in (work / "predictions" / run).glob("*.nii.gz")) == refs
     cached = (work / "pool" / "preprocessed").rglob("*")
     done = [
         *[p for p in cached if p.is_file() and p.suffix != ".json"],
@@ -175,8 +194,10 @@ def test_main_job_on_real_data(data_dir, tmp_path):
     assert re.search(r"spleen_ct +2 cases +CT .* labels 1->7\n", out.stdout), out.stdout
     assert re.search(r"chaos +15 cases +MRI .* labels 1->4, 2->5, 3->6, 4->7\n", out.stdout)
     assert "held out for transfer: hippocampus" in out.stdout
-    s = json.loads((tmp_path / "w" / "evaluation" / "summary.json").read_text())
-    assert s["num_cases"] == 40 and s["labels"] == [1, 2]
+    s = json.loads((tmp_path / "w" / "evaluation" / "finetune" / "summary.json").read_text())
+    assert s["num_cases"] == 20 and s["labels"] == [1, 2]  # the fixed validation cases (at most 20)
+    split = json.loads((tmp_path / "w" / "target_split.json").read_text())
+    assert len(split["train"]) == 4 and split["available"] == 208
 
 
 def test_models_list_and_info(capsys):

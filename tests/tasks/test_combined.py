@@ -99,6 +99,8 @@ def test_both_pretrains_predicts_and_fine_tunes_keeping_its_class_rows(
                 "-o",
                 str(ft),
                 *TINY[2:],
+                "--set",  # the default recipe starts a new head: load every group
+                "init_groups=[stem, encoder, bottleneck, decoder, heads]",
             ]
         )
         == 0

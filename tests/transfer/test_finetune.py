@@ -126,3 +126,18 @@ def test_fine_tuning_does_not_keep_the_source_weights_alive(
     monkeypatch.setattr("medfoundry.transfer.finetune.load_checkpoint", recording_load)
     monkeypatch.setattr(fit_module, "fit", checking_fit)
     _ft(pretrained, hippo_copy, tmp_path / "ft")
+
+
+def test_only_the_chosen_groups_transfer_and_the_body_learns_slower(
+    pretrained, hippo_copy, tmp_path
+):
+    extra = ["init_groups=[stem, encoder, bottleneck]", "optim.body_lr_scale=0.25"]
+    out = _ft(pretrained, hippo_copy, tmp_path / "enc", extra)
+    init = out["init"]
+    assert any(k.startswith("decoder.") for k in init["new"]) and init["head"]["kept"] == []
+    assert not any(k.startswith(("decoder.", "up.")) for k in init["loaded"])
+    assert any(k.startswith("encoder.") for k in init["loaded"])
+    ckpt = load_checkpoint(tmp_path / "enc" / "checkpoints" / "final.safetensors")
+    # One optimizer group per parameter group, the body at a quarter of the head's rate.
+    lrs = [g["lr"] for g in ckpt.optimizer["param_groups"]]
+    assert len(lrs) == 5 and lrs[-1] == pytest.approx(4 * lrs[0])

@@ -252,12 +252,24 @@ def _add_run(sub, common) -> None:
     )
     src.add_argument("--pool", type=Path, metavar="POOL.yaml", help="your own pool file")
     p.add_argument("--holdout", help="dataset to transfer to (default: hippocampus / the last one)")
-    p.add_argument("--model", default="tsfm_s", choices=sorted(MODEL_SIZES))
+    p.add_argument(
+        "--model",
+        default="tsfm_test",
+        choices=sorted(MODEL_SIZES),
+        help="default tsfm_test: the main job fits 10 minutes on 2 cores without bf16",
+    )
     p.add_argument("--memory-gb", type=positive_float, default=8.0)
     p.add_argument("--pretrain-steps", type=positive_int, default=400, help="default 400")
-    p.add_argument("--finetune-epochs", type=positive_int, default=4, help="default 4")
+    p.add_argument("--finetune-epochs", type=positive_int, default=8, help="default 8")
     p.add_argument(
         "--finetune-iters", type=positive_int, default=25, help="iterations per epoch (default 25)"
+    )
+    p.add_argument(
+        "--labelled",
+        type=non_negative_int,
+        default=4,
+        metavar="N",
+        help="labelled target cases the fine-tuned and from-scratch runs train on (default 4; 0: all)",
     )
     p.add_argument("--patch", type=positive_int, nargs=3, metavar=("Z", "Y", "X"))
     p.add_argument(
@@ -286,6 +298,7 @@ def _run(a) -> None:
         pretrain_steps=a.pretrain_steps,
         finetune_epochs=a.finetune_epochs,
         finetune_iters=a.finetune_iters,
+        target_labelled=a.labelled,
     )
     cfg.train.model, cfg.train.patch_size = a.model, a.patch
     check_config(apply_overrides(cfg.train, a.set))  # a bad value fails before any work

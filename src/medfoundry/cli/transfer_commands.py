@@ -7,7 +7,12 @@ import typing
 from pathlib import Path
 
 from medfoundry import MedfoundryError
-from medfoundry.cli.arg_types import non_negative_float, positive_float, positive_int
+from medfoundry.cli.arg_types import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from medfoundry.cli.train_commands import add_training_flags, config_from_flags, run_summary
 from medfoundry.training.config import FreezePolicy
 
@@ -20,7 +25,9 @@ def add_finetune(sub, common) -> None:
         description="Plan and preprocess DATASET with its own fingerprint, build the model for its labels, "
         "load every compatible pretrained weight (report: RUN_DIR/init.json) and train with the pretraining "
         "engine (checkpoints, metrics, validation; continue with 'medfoundry pretrain --resume RUN_DIR'). "
-        "Default: 50 epochs of 250 iterations, lr 1e-3.",
+        "Default: 50 epochs of 250 iterations, lr 1e-3, and the measured fine-tuning recipe: the "
+        "pretrained stem, encoder and bottleneck are loaded, the decoder and head start anew (load "
+        "everything with --set 'init_groups=[stem, encoder, bottleneck, decoder, heads]').",
     )
     p.add_argument(
         "--from",
@@ -64,12 +71,13 @@ def add_finetune(sub, common) -> None:
 
 
 def _finetune(a) -> None:
-    from medfoundry.training.config import TrainConfig
+    from medfoundry.training.config import TrainConfig, apply_overrides
     from medfoundry.transfer.finetune import finetune
+    from medfoundry.transfer.recipe import FINETUNE_RECIPE
 
     cfg = config_from_flags(
         a,
-        TrainConfig(epochs=50),
+        apply_overrides(TrainConfig(epochs=50), list(FINETUNE_RECIPE)),
         freeze=a.freeze,
         head_warmup_steps=a.head_warmup,
         patch_size=None if a.patch is None else json.dumps(a.patch),
@@ -252,6 +260,13 @@ def add_benchmark(sub, common) -> None:
     f.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR")
     f.add_argument("--preset", default="fewshot_real", help="bundled name or YAML file")
     f.add_argument("--target", nargs="+", metavar="NAME", help="only these targets")
+    f.add_argument(
+        "--ns",
+        type=non_negative_int,
+        nargs="+",
+        metavar="N",
+        help="override the preset's labelled case counts (0: all)",
+    )
     f.add_argument("-j", "--jobs", type=positive_int, default=2, metavar="N")
     f.set_defaults(func=_benchmark_fewshot)
 
@@ -260,6 +275,7 @@ def _benchmark_fewshot(a) -> None:
     from medfoundry.workflows.fewshot_benchmark import load_fewshot_config, run_fewshot_benchmark
 
     cfg = load_fewshot_config(a.preset)
+    cfg.ns = a.ns or cfg.ns
     run_fewshot_benchmark(a.data, a.out, cfg, a.target, a.jobs, progress=not a.quiet)
     for t in cfg.targets:
         table = a.out / t.name / "table.md"

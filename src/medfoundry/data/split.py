@@ -33,3 +33,20 @@ def split_cases(
         for k in sorted(groups):
             out["val" if k in val else "train"].extend(groups[k])
     return out
+
+
+def fixed_split(
+    cases: list[dict], val_fraction: float, seed: int, max_val: int
+) -> tuple[list[str], list[str]]:
+    """A target's training case ids and its fixed validation case ids (the seeded
+    :func:`split_cases`, at most ``max_val`` of them) for few-label experiments."""
+    split = split_cases(cases, val_fraction, seed)
+    return split["train"], split["val"][:max_val]
+
+
+def labelled_subset(ids: list[str], n: int, seed: int) -> list[str]:
+    """``n`` of ``ids`` drawn with ``seed`` (all of them for 0 or ``n >= len``), in their order."""
+    if n == 0 or n >= len(ids):
+        return list(ids)
+    chosen = set(np.random.default_rng([seed, n]).choice(len(ids), n, replace=False).tolist())
+    return [i for k, i in enumerate(ids) if k in chosen]

@@ -19,6 +19,7 @@ from medfoundry.utils import typed_config
 
 LossName = Literal["partial", "softmax"]
 FreezePolicy = Literal["none", "encoder", "all-but-bottleneck", "head-only"]
+ParameterGroup = Literal["stem", "encoder", "bottleneck", "decoder", "heads"]
 TaskName = Literal["segmentation", "masked", "segmentation+masked"]
 """The registered tasks (:data:`medfoundry.tasks.TASKS`; a test keeps the two equal)."""
 
@@ -34,6 +35,12 @@ class OptimConfig:
     poly_power: float = 0.9
     grad_clip: float = 12.0
     """Gradient norm clip (0: off)."""
+    body_lr_scale: float = 1.0
+    """Fine-tuning: the learning rate of everything outside the head, as a fraction of ``lr`` (the
+    head, new or kept, learns at ``lr``); 1: one rate for all."""
+    layer_decay: float = 1.0
+    """Layer-wise decay: each parameter group further from the head (decoder, bottleneck, encoder,
+    stem) learns at this fraction of the next one's rate, on top of ``body_lr_scale``; 1: off."""
 
 
 @dataclass
@@ -127,6 +134,12 @@ class TrainConfig:
     Transformer part is adjusted"), ``head-only``. Heads always train."""
     head_warmup_steps: int = 0
     """Train only the head for this many steps first (then what ``freeze`` allows)."""
+    init_groups: list[ParameterGroup] = field(
+        default_factory=lambda: ["stem", "encoder", "bottleneck", "decoder", "heads"]
+    )
+    """Fine-tuning: the parameter groups whose pretrained weights are loaded; the others keep their
+    random initialisation (e.g. without ``decoder`` and ``heads``: only the encoder side
+    transfers)."""
     init_from: str | None = None
     """Fine-tuning: the checkpoint the initial weights came from (set by ``medfoundry finetune``)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -159,6 +172,8 @@ RANGES = {
     "optim.weight_decay": "[0, inf)",
     "optim.poly_power": "[0, inf)",
     "optim.grad_clip": "[0, inf)",
+    "optim.body_lr_scale": "(0, 1]",
+    "optim.layer_decay": "(0, 1]",
     "data.fg_fraction": "[0, 1]",
     "data.num_workers": "[0, inf)",
     "data.val_fraction": "[0, 1)",

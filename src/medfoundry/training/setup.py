@@ -91,7 +91,7 @@ def build_training(
         model.to(memory_format=torch.channels_last_3d)
     net = D.wrap_model(model, dist, device, cfg.fsdp)
     body = body_parameters(model) if cfg.head_warmup_steps else []  # FSDP's own, once sharded
-    opt = make_optimizer(cfg.optim, net)
+    opt = make_optimizer(cfg.optim, net, model.parameter_groups())
     sched = make_scheduler(opt, cfg.epochs * cfg.iters_per_epoch, cfg.optim.poly_power)
     state = TrainState(model, net, opt, sched, sharded=dist.enabled and cfg.fsdp)
     if resume:

@@ -66,7 +66,7 @@ def run_steps(
         t0 = time.perf_counter()
         batch = next(batches)  # made in background workers; the wait is the data-loading cost
         t_data = time.perf_counter() - t0
-        lr = state.optimizer.param_groups[0]["lr"]
+        lr = max(g["lr"] for g in state.optimizer.param_groups)  # the head's
         loss = train_step(state, task, batch, opts)
         dt = time.perf_counter() - t0
         records.append(

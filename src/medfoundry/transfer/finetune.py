@@ -24,7 +24,7 @@ from medfoundry.runs.run_folder import RUN_DATA_DIR, check_new_run_dir
 from medfoundry.tasks import task_from_config
 from medfoundry.training.config import TrainConfig, check_config, from_dict
 from medfoundry.training.fit import pretrain
-from medfoundry.transfer.weights import segmentation_part, transfer_weights
+from medfoundry.transfer.weights import only_groups, segmentation_part, transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def finetune(
         channels = list(src_channels)
         if cfg.task == "segmentation":  # a supervised + SSL source: its segmentation head
             weights, channels = segmentation_part(weights, source_meta["model"]["head"], channels)
+        weights = only_groups(weights, model.parameter_groups(), cfg.init_groups)
         report = transfer_weights(model, weights, channels, list(tgt_channels))
         report["source"] = cfg.init_from
         c = report["counts"]

@@ -50,7 +50,9 @@ def transfer_weights(
             report["interpolated"].append(name)
         else:
             report["skipped"].append(name)
-    report["head"] = {"kept": kept, "new": [n for n in target_channels if n not in src_row]}
+    if not any(n.startswith("heads.") for n in report["loaded"] + report["adapted"]):
+        kept = []  # no head tensor came from the source (e.g. not among the loaded groups)
+    report["head"] = {"kept": kept, "new": [n for n in target_channels if n not in kept]}
     report["counts"] = {
         k: sum(target[n].numel() for n in report[k])
         for k in ("loaded", "adapted", "interpolated", "skipped", "new")
@@ -88,3 +90,10 @@ def segmentation_part(state: dict, head: dict, channels: list[str]) -> tuple[dic
             return {**body, **own}, channels[start : start + part["num_outputs"]]
         start += part["num_outputs"]
     return state, channels
+
+
+def only_groups(state: dict, groups: dict[str, list], keep: list[str]) -> dict:
+    """``state`` without the tensors of the model's parameter groups (``TSFM.parameter_groups``)
+    not in ``keep``: those parameters then keep their new initialisation."""
+    dropped = {name for g, named in groups.items() if g not in keep for name, _ in named}
+    return {k: v for k, v in state.items() if k not in dropped}

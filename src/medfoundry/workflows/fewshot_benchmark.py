@@ -27,19 +27,25 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from medfoundry import MedfoundryError
-from medfoundry.data.split import split_cases
+from medfoundry.data.split import fixed_split, labelled_subset
 from medfoundry.evaluation.evaluate import evaluate_folders
 from medfoundry.planning import make_plan
 from medfoundry.pool import build_pool, load_pool
 from medfoundry.preprocessing import preprocess_pool
 from medfoundry.runs.checkpoint import find_checkpoint
 from medfoundry.runs.metrics import read_metrics
-from medfoundry.training.config import RENAMED, TrainConfig, check_config, read_preset
+from medfoundry.training.config import (
+    RENAMED,
+    TrainConfig,
+    apply_overrides,
+    check_config,
+    read_preset,
+)
+from medfoundry.transfer.recipe import FINETUNE_RECIPE
 from medfoundry.utils.names import check_name
 from medfoundry.utils.typed_config import config_from_dict
+from medfoundry.workflows.fewlabel_eval import link_validation
 from medfoundry.workflows.fewshot_table import write_tables
 from medfoundry.workflows.main_job import real_data_spec
 
@@ -56,6 +62,11 @@ class FewshotTarget:
     """The pretraining pool (datasets of ``shared_data_pool.yaml``, not the target)."""
     patch: list[int] | None = None
     """Patch (Z, Y, X) of every run on the target (default: the target's plan)."""
+    channels: list[int] | None = None
+    """The target's image channels (default: the pool preset's; e.g. BraTS ``[0, 1]``: FLAIR and
+    T1c, while its images in the one-channel SSL pool stay FLAIR). The pretrained stem adapts."""
+    val_fraction: float | None = None
+    """The target's validation fraction (default: the benchmark's ``val_fraction``)."""
 
 
 def fewshot_training() -> TrainConfig:
@@ -78,6 +89,10 @@ class FewshotBenchConfig:
     pretrain_patch: list[int] | None = None
     steps: int = 250
     """Training steps of every run on the target, whatever ``n`` and start."""
+    recipes: dict = dataclasses.field(default_factory=lambda: {"default": list(FINETUNE_RECIPE)})
+    """Fine-tuning recipes of the pretrained starts: name -> ``--set`` overrides of ``train`` (e.g.
+    ``optim.body_lr_scale=0.1``); every pretrained start runs with each. ``scratch`` trains with
+    ``train`` alone. Default: ``medfoundry finetune``'s recipe."""
     val_fraction: float = 0.2
     val_max_cases: int = 20
     """The fixed validation cases: a seeded ``val_fraction`` of the target, at most this many."""
@@ -92,10 +107,17 @@ def load_fewshot_config(name_or_path: str) -> FewshotBenchConfig:
     renamed = {f"train.{old}": f"train.{new}" for old, new in RENAMED.items()}
     cfg = config_from_dict(FewshotBenchConfig, read_preset(name_or_path), renamed=renamed)
     check_config(cfg.train)
+    for name, overrides in cfg.recipes.items():
+        check_name(str(name), f"{name_or_path}: recipe name")
+        if not isinstance(overrides, list):
+            raise MedfoundryError(f"{name_or_path}: recipe '{name}': a list of key=value overrides")
+        check_config(apply_overrides(copy.deepcopy(cfg.train), [str(o) for o in overrides]))
     for t in cfg.targets:
         check_name(t.name, f"{name_or_path}: target name")
         if t.name in t.pool:
             raise MedfoundryError(f"{name_or_path}: target '{t.name}' is in its own pool")
+        if t.val_fraction is not None and not 0 < t.val_fraction < 1:
+            raise MedfoundryError(f"{name_or_path}: target '{t.name}': val_fraction in (0, 1)")
     if any(n < 0 for n in cfg.ns) or cfg.subsets < 1 or cfg.steps < 1 or cfg.pretrain_steps < 1:
         raise MedfoundryError(f"{name_or_path}: ns >= 0, subsets, steps and pretrain_steps >= 1")
     return cfg
@@ -129,46 +151,39 @@ def _target(spec, t: FewshotTarget, out: Path, cfg, jobs: int, progress: bool) -
     from medfoundry.transfer.finetune import prepare_target
 
     by_name = {d.name: d for d in spec.datasets}
-    target_spec = dataclasses.replace(spec, name=t.name, datasets=[by_name[t.name]])
+    dataset = by_name[t.name]
+    if t.channels is not None:
+        dataset = dataclasses.replace(dataset, channels=list(t.channels))
+    target_spec = dataclasses.replace(spec, name=t.name, datasets=[dataset])
     target_dir = prepare_target(
         target_spec, out / "target", cfg.train.model, 8.0, t.patch, jobs, progress
     )
-    train_ids, val_ids = _fixed_split(load_pool(target_dir), cfg)
-    names = load_pool(target_dir)["datasets"][t.name]["label_map"]  # local id -> class name
-    refs = _link_references(load_pool(target_dir), val_ids, out / "val_references")
+    pool = load_pool(target_dir)
+    val_fraction = cfg.val_fraction if t.val_fraction is None else t.val_fraction
+    train_ids, val_ids = fixed_split(pool["cases"], val_fraction, cfg.seed, cfg.val_max_cases)
+    names = pool["datasets"][t.name]["label_map"]  # local id -> class name
+    by_id = {c["id"]: c for c in pool["cases"]}
+    refs = out / "val_references"
+    link_validation([by_id[i] for i in val_ids], out / "val_images", refs)
     sources = {"scratch": None}
     for start in cfg.starts:
         if start != "scratch":
             sources[start] = _pretrained(spec, t, start, out, cfg, val_ids, jobs, progress)
     rows = []
     for n in cfg.ns:
-        for subset in range(cfg.subsets if 0 < n <= cfg.max_subset_n else 1):
-            ids = _subset(train_ids, n, cfg.seed + subset)
-            for start in cfg.starts:
-                run = out / f"n{n or 'all'}_s{subset}" / start
+        few = 0 < n <= cfg.max_subset_n and n < len(train_ids)  # else every subset is the same
+        for subset in range(cfg.subsets if few else 1):
+            ids = labelled_subset(train_ids, n, cfg.seed + subset)
+            for start, recipe in _start_recipes(cfg):
+                run = out / f"n{n or 'all'}_s{subset}" / _folder(start, recipe)
+                rcfg = _run_config(cfg, t, ids, val_ids, recipe)
                 rows.append(
-                    _run(
-                        run, target_dir, sources[start], ids, val_ids, refs, t, cfg, progress, names
-                    )
-                    | {"start": start, "n": len(ids), "subset": subset}
+                    _run(run, target_dir, sources[start], refs, rcfg, progress, names)
+                    | {"start": start, "recipe": recipe or "-", "n": len(ids), "subset": subset}
                 )
                 log.info("%s: %s", t.name, rows[-1])
     write_tables(out, t.name, rows, _budget(out, rows))
     return rows
-
-
-def _fixed_split(pool: dict, cfg) -> tuple[list[str], list[str]]:
-    """The target's validation cases (seeded, at most ``val_max_cases``) and the rest, to train."""
-    split = split_cases(pool["cases"], cfg.val_fraction, cfg.seed)
-    return split["train"], split["val"][: cfg.val_max_cases]
-
-
-def _subset(ids: list[str], n: int, seed: int) -> list[str]:
-    """``n`` of ``ids`` drawn with ``seed`` (all of them for 0 or ``n >= len``), in pool order."""
-    if n == 0 or n >= len(ids):
-        return list(ids)
-    chosen = set(np.random.default_rng([seed, n]).choice(len(ids), n, replace=False).tolist())
-    return [i for k, i in enumerate(ids) if k in chosen]
 
 
 def _pretrained(spec, t, start: str, out: Path, cfg, val_ids, jobs, progress) -> Path:
@@ -203,18 +218,34 @@ def _pretrained(spec, t, start: str, out: Path, cfg, val_ids, jobs, progress) ->
     return find_checkpoint(run, "final")
 
 
-def _run(run: Path, target_dir, source, ids, val_ids, refs: Path, t, cfg, progress, names) -> dict:
+def _start_recipes(cfg) -> list[tuple[str, str]]:
+    """(start, recipe name) of every run at one n and subset; scratch has no recipe ("")."""
+    return [
+        (start, recipe)
+        for start in cfg.starts
+        for recipe in ([""] if start == "scratch" else list(cfg.recipes))
+    ]
+
+
+def _folder(start: str, recipe: str) -> str:
+    return start if recipe in ("", "default") else f"{start}.{recipe}"
+
+
+def _run_config(cfg, t: FewshotTarget, ids, val_ids, recipe: str) -> TrainConfig:
+    """``train`` with the recipe's overrides: exactly ``steps`` steps on ``ids``, no validation
+    during training (the run is evaluated at the input grid afterwards)."""
+    rcfg = apply_overrides(copy.deepcopy(cfg.train), [str(o) for o in cfg.recipes.get(recipe, [])])
+    rcfg.task, rcfg.patch_size = "segmentation", t.patch
+    rcfg.data.train_cases, rcfg.data.val_cases = ids, val_ids
+    rcfg.epochs, rcfg.iters_per_epoch = 1, cfg.steps
+    rcfg.validation.every, rcfg.validation.final = 0, False
+    return rcfg
+
+
+def _run(run: Path, target_dir, source, refs: Path, rcfg, progress, names) -> dict:
     """Train one run (kept if finished), predict the validation images, evaluate at the input grid."""
     from medfoundry.transfer.finetune import train_or_resume
 
-    rcfg = copy.deepcopy(cfg.train)
-    rcfg.task, rcfg.patch_size = "segmentation", t.patch
-    rcfg.data.train_cases, rcfg.data.val_cases = ids, val_ids
-    rcfg.epochs, rcfg.iters_per_epoch = (
-        1,
-        cfg.steps,
-    )  # exactly `steps` (latest every ckpt_every_steps)
-    rcfg.validation.every, rcfg.validation.final = 0, False  # evaluated below, at the input grid
     train_or_resume(run, target_dir, rcfg, source, progress)
     summary = run / "evaluation" / "summary.json"
     if not summary.is_file():
@@ -238,29 +269,6 @@ def _evaluate(run: Path, refs: Path, summary: Path, progress: bool) -> None:
     images = refs.parent / "val_images"
     predict_paths(predictor, images, run / "val_predictions", progress=False)
     evaluate_folders(run / "val_predictions", refs, summary, progress=progress)
-
-
-def _link_references(pool: dict, val_ids: list[str], refs: Path) -> Path:
-    """``val_references/`` (label files) and ``val_images/`` (image files), linked, for the cases."""
-    images = refs.parent / "val_images"
-    refs.mkdir(parents=True, exist_ok=True)
-    images.mkdir(parents=True, exist_ok=True)
-    by_id = {c["id"]: c for c in pool["cases"]}
-    for cid in val_ids:
-        case = by_id[cid]
-        name = cid.split("/", 1)[1]
-        _link(Path(case["label"]), refs / f"{name}.nii.gz")
-        for i, img in enumerate(case["images"]):
-            suffix = f"_{i:04d}.nii.gz" if len(case["images"]) > 1 else ".nii.gz"
-            _link(Path(img), images / f"{name}{suffix}")
-    return refs
-
-
-def _link(src: Path, dst: Path) -> None:
-    if not src.name.endswith(".nii.gz"):
-        raise MedfoundryError(f"{src}: the few-shot benchmark reads .nii.gz targets")
-    if not dst.exists():
-        os.symlink(src.resolve(), dst)
 
 
 def _budget(out: Path, rows: list[dict]) -> dict:

@@ -14,15 +14,20 @@ STARTS = ("scratch", "supervised", "ssl", "both")
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Per start and n: the mean and spread (std over case subsets) of every Dice column."""
+    """Per n, start and recipe: the mean and spread (std over case subsets) of every Dice column."""
     cols = [c for c in rows[0] if c.startswith("dice_")] + ["mean"]
+    arms = list(dict.fromkeys((r["start"], r.get("recipe", "-")) for r in rows))
+    arms.sort(key=lambda a: STARTS.index(a[0]))  # stable: recipes keep the preset's order
     out = []
     for n in sorted({r["n"] for r in rows}):
-        for start in [s for s in STARTS if any(r["start"] == s for r in rows)]:
-            group = [r for r in rows if r["n"] == n and r["start"] == start]
+        for start, recipe in arms:
+            group = [
+                r for r in rows if (r["n"], r["start"], r.get("recipe", "-")) == (n, start, recipe)
+            ]
             if not group:
                 continue
-            row = {"start": start, "n": n, "subsets": len(group), "steps": group[0]["steps"]}
+            row = {"start": start, "recipe": recipe, "n": n, "subsets": len(group)}
+            row["steps"] = group[0]["steps"]
             for c in cols:
                 values = [r[c] for r in group if r.get(c) is not None]
                 row[c] = float(np.mean(values)) if values else None
@@ -47,13 +52,13 @@ def write_tables(out: Path, target: str, rows: list[dict], budget: dict) -> None
         + ", ".join(f"{k} {v}" for k, v in budget["pretraining_min"].items())
         + ").",
         "",
-        "| n | start | subsets | steps | " + " | ".join(dice) + " | mean | min/run |",
-        "|" + "---|" * (6 + len(dice)),
+        "| n | start | recipe | subsets | steps | " + " | ".join(dice) + " | mean | min/run |",
+        "|" + "---|" * (7 + len(dice)),
     ]
     for r in table:
         cells = [_pm(r, c) for c in [*dice, "mean"]]
         lines.append(
-            f"| {r['n']} | {r['start']} | {r['subsets']} | {r['steps']} | "
+            f"| {r['n']} | {r['start']} | {r['recipe']} | {r['subsets']} | {r['steps']} | "
             + " | ".join(cells)
             + f" | {r['train_min']} |"
         )
@@ -85,8 +90,12 @@ def _plot(path: Path, table: list[dict], target: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for start in STARTS:
-        pts = [r for r in table if r["start"] == start and r["mean"] is not None]
+    arms = list(dict.fromkeys((r["start"], r["recipe"]) for r in table))
+    recipes = {r for _, r in arms if r != "-"}
+    for start, recipe in arms:
+        pts = [r for r in table if (r["start"], r["recipe"]) == (start, recipe)]
+        pts = [r for r in pts if r["mean"] is not None]
+        label = start if len(recipes) <= 1 or recipe == "-" else f"{start} ({recipe})"
         if pts:
             ax.errorbar(
                 [r["n"] for r in pts],
@@ -94,7 +103,7 @@ def _plot(path: Path, table: list[dict], target: str) -> None:
                 yerr=[r["mean_std"] for r in pts],
                 marker="o",
                 capsize=3,
-                label=start,
+                label=label,
             )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("labelled target cases")
