@@ -197,7 +197,7 @@ def test_main_job_on_real_data(data_dir, tmp_path):
     s = json.loads((tmp_path / "w" / "evaluation" / "finetune" / "summary.json").read_text())
     assert s["num_cases"] == 20 and s["labels"] == [1, 2]  # the fixed validation cases (at most 20)
     split = json.loads((tmp_path / "w" / "target_split.json").read_text())
-    assert len(split["train"]) == 4 and split["available"] == 208
+    assert len(split["train"]) == 4 and split["available"] == 160
 
 
 def test_models_list_and_info(capsys):

@@ -137,7 +137,7 @@ def test_only_the_chosen_groups_transfer_and_the_body_learns_slower(
     assert any(k.startswith("decoder.") for k in init["new"]) and init["head"]["kept"] == []
     assert not any(k.startswith(("decoder.", "up.")) for k in init["loaded"])
     assert any(k.startswith("encoder.") for k in init["loaded"])
-    ckpt = load_checkpoint(tmp_path / "enc" / "checkpoints" / "final.safetensors")
+    ckpt = load_checkpoint(tmp_path / "enc" / "checkpoints" / "latest.safetensors", training=True)
     # One optimizer group per parameter group, the body at a quarter of the head's rate.
     lrs = [g["lr"] for g in ckpt.optimizer["param_groups"]]
     assert len(lrs) == 5 and lrs[-1] == pytest.approx(4 * lrs[0])
