@@ -317,8 +317,15 @@ def _run(a) -> None:
     print("  epoch  fine-tuned  from scratch  (validation mean Dice)")
     for r in s["transfer"]:
         print(f"  {r['epoch']:>5}  {_num(r['finetuned']):>10}  {_num(r['scratch']):>12}")
-    for lab, m in s["evaluation_mean"].items():
-        print(f"  label {lab}: Dice {_num(m['dice'])}, HD95 {_num(m['hd95_mm'])} mm")
+    print(f"  {'final weights, Dice':<26}{'fine-tuned':>12}{'from scratch':>14}")
+    for r in s["comparison"]:
+        print(f"  {r['class']:<26}{_num(r['finetune']):>12}{_num(r['scratch']):>14}")
+    print(f"  pretrained start vs scratch: {s['pretrained start vs scratch']}")
+    print(
+        f"  largest component kept (chosen on validation): "
+        f"{s['largest component kept (chosen on validation)']}; fine-tuned mean Dice with it "
+        f"{_num(s['fine-tuned mean Dice with that postprocessing'])}"
+    )
     print("  time: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in s["timings_s"].items()))
     print(f"done -> {s['report']}")
 
