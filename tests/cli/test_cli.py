@@ -25,7 +25,9 @@ COMMANDS = [
     ["pretrain"],
     ["finetune"],
     ["predict"],
+    ["segment"],
     ["evaluate"],
+    ["benchmark", "interactive"],
 ]
 
 

@@ -141,3 +141,36 @@ def test_only_the_chosen_groups_transfer_and_the_body_learns_slower(
     # One optimizer group per parameter group, the body at a quarter of the head's rate.
     lrs = [g["lr"] for g in ckpt.optimizer["param_groups"]]
     assert len(lrs) == 5 and lrs[-1] == pytest.approx(4 * lrs[0])
+
+
+def test_prompt_inputs_start_silent_and_carry_over_between_promptable_models():
+    torch.manual_seed(0)
+    seg = create_model("tsfm_test", 1, 2, patch_size=[16, 32, 32])
+    prompt = create_model("tsfm_test", 5, 3, patch_size=[16, 32, 32])  # 1 image + 4 prompt maps
+    names = ["a", "b"]
+    report = transfer_weights(prompt, seg.state_dict(), names, [*names, "p"], (0, 4))
+    assert "stem.0.weight" in report["adapted"]
+    w = prompt.stem[0].weight
+    torch.testing.assert_close(w[:, :1], seg.stem[0].weight)  # the image channel as it was
+    assert w[:, 1:].abs().sum() == 0  # prompts start silent: the automatic output is unchanged
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        zeros = torch.zeros(1, 4, 16, 32, 32)
+        torch.testing.assert_close(prompt(torch.cat([x, zeros], 1))[:, :2], seg(x))
+    # promptable -> promptable: the prompt kernels are copied; -> segmentation: left out.
+    again = create_model("tsfm_test", 5, 3, patch_size=[16, 32, 32])
+    with torch.no_grad():
+        prompt.stem[0].weight[:, 1:] = 1.0
+    transfer_weights(again, prompt.state_dict(), [*names, "p"], [*names, "p"], (4, 4))
+    torch.testing.assert_close(again.stem[0].weight, prompt.stem[0].weight)
+    back = create_model("tsfm_test", 1, 2, patch_size=[16, 32, 32])
+    transfer_weights(back, prompt.state_dict(), [*names, "p"], names, (4, 0))
+    torch.testing.assert_close(back.stem[0].weight, prompt.stem[0].weight[:, :1])
+
+
+def test_fine_tuning_a_segmentation_model_into_a_promptable_one(pretrained, hippo_copy, tmp_path):
+    out = _ft(pretrained, hippo_copy, tmp_path / "ft", ["task=promptable"])
+    meta = load_checkpoint(tmp_path / "ft", weights=False).meta
+    assert meta["task"]["name"] == "promptable" and out["step"] == 3
+    assert meta["model"]["in_channels"] == 5
+    assert "stem.0.weight" in out["init"]["adapted"]

@@ -14,7 +14,7 @@ from medfoundry.pool.sampling import SAMPLING_RULES
 
 def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register every subcommand; ``common`` holds options (-q, --debug) each one accepts."""
-    from medfoundry.cli import train_commands, transfer_commands
+    from medfoundry.cli import interactive_commands, train_commands, transfer_commands
 
     for add in (
         _add_synth,
@@ -25,6 +25,7 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         train_commands.add_pretrain,
         transfer_commands.add_finetune,
         transfer_commands.add_predict,
+        interactive_commands.add_segment,
         transfer_commands.add_evaluate,
         transfer_commands.add_benchmark,
         _add_run,

@@ -11,6 +11,8 @@ from medfoundry.models.sizes import MODEL_SIZES
 
 OBJECTIVES = {"supervised": "segmentation", "ssl": "masked", "both": "segmentation+masked"}
 """``--objective`` -> the training task (``TrainConfig.task``)."""
+TASK_NAMES = ("segmentation", "masked", "segmentation+masked", "promptable")
+"""``--task`` choices (:data:`medfoundry.tasks.TASKS`; a test keeps them equal)."""
 
 
 def add_models(sub, common) -> None:
@@ -138,6 +140,13 @@ def add_training_flags(p) -> None:
         "supervised on labelled patches, masked modelling on every patch, datasets without labels "
         "included)",
     )
+    p.add_argument(
+        "--task",
+        choices=TASK_NAMES,
+        help="what the backbone learns (default segmentation; --objective names the first three): "
+        "promptable = automatic segmentation of the classes plus any object given by clicks, a box "
+        "and the previous mask, trained with simulated interactions",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--iters-per-epoch", type=int)
     p.add_argument("--batch-size", type=int)
@@ -158,6 +167,9 @@ def config_from_flags(a, cfg=None, **extra):
     from medfoundry.training.config import apply_overrides, load_preset
 
     cfg = cfg if cfg is not None and not a.preset else load_preset(a.preset)
+    task = getattr(a, "task", None)
+    if task and a.objective and OBJECTIVES[a.objective] != task:
+        raise MedfoundryError(f"--objective {a.objective} and --task {task} disagree; give one")
     flags = {
         "epochs": a.epochs,
         "iters_per_epoch": a.iters_per_epoch,
@@ -165,7 +177,7 @@ def config_from_flags(a, cfg=None, **extra):
         "optim.lr": a.lr,
         "seed": a.seed,
         "device": a.device,
-        "task": OBJECTIVES.get(a.objective),
+        "task": OBJECTIVES.get(a.objective) or task,
         **extra,
     }
     return apply_overrides(cfg, [f"{k}={v}" for k, v in flags.items() if v is not None] + a.set)
@@ -185,6 +197,7 @@ def _pretrain(a) -> None:
             a.lr,
             a.seed,
             a.objective,
+            a.task,
         )
         if any(v not in (None, []) for v in (*others, a.device)):
             raise MedfoundryError(

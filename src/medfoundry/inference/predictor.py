@@ -219,6 +219,8 @@ class Predictor:
         axes = self.mirror_axes(image)
         self._warn_if_upsampled(props, 2 ** len(axes), name)
         x = torch.from_numpy(img).to(self.device)
+        if self.task.prompt_channels:  # a promptable model without prompts: its automatic mode
+            x = torch.cat([x, x.new_zeros((self.task.prompt_channels, *x.shape[1:]))])
         logits = self._logits(x, axes, progress)  # (K, z, y, x) preprocessed grid
         if props["resampled"]:
             logits = F.interpolate(logits[None], size=props["cropped_shape_zyx"], mode="trilinear")

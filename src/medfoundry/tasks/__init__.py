@@ -4,12 +4,14 @@ from medfoundry import MedfoundryError
 from medfoundry.tasks.base import BatchSource, OutputSpec, Task
 from medfoundry.tasks.combined import CombinedTask
 from medfoundry.tasks.masked import MaskedVolumeTask
+from medfoundry.tasks.promptable import PromptableTask
 from medfoundry.tasks.segmentation import SegmentationTask, channel_names
 
 TASKS = {
     "segmentation": SegmentationTask,
     "masked": MaskedVolumeTask,
     "segmentation+masked": CombinedTask,
+    "promptable": PromptableTask,
 }
 
 
@@ -35,6 +37,7 @@ __all__ = [
     "CombinedTask",
     "MaskedVolumeTask",
     "OutputSpec",
+    "PromptableTask",
     "SegmentationTask",
     "Task",
     "channel_names",

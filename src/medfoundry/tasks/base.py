@@ -9,6 +9,8 @@ A task is a small object with:
   :class:`BatchSource` (batch ``k`` a pure function of the seed and ``k``, so resume is exact), and
   ``validation_batches(source, shard)`` / ``validation_volumes(source, shard)``: the fixed validation
   patches and the whole validation volumes with what its metric compares them to;
+- ``prompt_channels``: input channels it adds after the image's (the network reads
+  ``image channels + prompt_channels``; 0 for all but promptable segmentation);
 - ``outputs``: an :class:`OutputSpec` (activation, output channel -> class name), stored in every
   checkpoint and model file, and the only thing decoding reads;
 - ``head()``: the head it puts on the backbone, as a description
@@ -84,6 +86,8 @@ class Task(Protocol):
     name: str
     batch_keys: tuple[str, ...]
     outputs: OutputSpec
+    prompt_channels: int
+    """Input channels after the image's that carry prompts (0: the network reads the image only)."""
 
     def describe(self) -> dict: ...
 

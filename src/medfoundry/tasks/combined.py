@@ -23,6 +23,7 @@ class CombinedTask:
     name = "segmentation+masked"
     batch_keys = ("image", "label", "valid", "target", "mask")
     metric_name = "mean Dice"
+    prompt_channels = 0
 
     def __init__(self, seg: SegmentationTask, ssl: MaskedVolumeTask) -> None:
         self.seg, self.ssl = seg, ssl

@@ -93,6 +93,7 @@ class MaskedVolumeTask:
     name = "masked"
     batch_keys = ("image", "target", "mask")
     metric_name = "negative masked-voxel L1"
+    prompt_channels = 0
 
     def __init__(self, in_channels: int, num_fg: int, mask_ratio: float = MASK_RATIO) -> None:
         """``num_fg``: foreground classes of the pool's label space (the shared patch sampler's

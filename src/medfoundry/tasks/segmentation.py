@@ -77,6 +77,7 @@ class SegmentationTask:
     name = "segmentation"
     batch_keys = ("image", "label", "valid")
     metric_name = "mean Dice"
+    prompt_channels = 0
 
     def __init__(
         self,

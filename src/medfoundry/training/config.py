@@ -20,7 +20,7 @@ from medfoundry.utils import typed_config
 LossName = Literal["partial", "softmax"]
 FreezePolicy = Literal["none", "encoder", "all-but-bottleneck", "head-only"]
 ParameterGroup = Literal["stem", "encoder", "bottleneck", "decoder", "heads"]
-TaskName = Literal["segmentation", "masked", "segmentation+masked"]
+TaskName = Literal["segmentation", "masked", "segmentation+masked", "promptable"]
 """The registered tasks (:data:`medfoundry.tasks.TASKS`; a test keeps the two equal)."""
 
 
@@ -96,8 +96,9 @@ class TrainConfig:
     """What the backbone is trained for (its head, loss, batches and decoding): ``segmentation``
     (supervised, the pool's labels) or ``masked`` (self-supervised masked-volume modelling: hidden
     3D blocks reconstructed from the rest; labels unused) or ``segmentation+masked`` (both, by turns:
-    supervised on labelled patches, masked modelling on every patch). ``--objective
-    supervised|ssl|both`` sets it."""
+    supervised on labelled patches, masked modelling on every patch) or ``promptable`` (automatic
+    segmentation of the classes and of any object given by clicks, a box and the previous mask;
+    :mod:`medfoundry.tasks.promptable`). ``--objective supervised|ssl|both`` or ``--task`` sets it."""
     model: str = "tsfm_s"
     """A registered size (``medfoundry models list``)."""
     model_overrides: dict = field(default_factory=dict)

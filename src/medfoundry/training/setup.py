@@ -74,7 +74,7 @@ def build_training(
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = create_network(
         cfg.model,
-        plan["in_channels"],
+        plan["in_channels"] + task.prompt_channels,
         task.head(),
         patch_size=patch,
         strides=_strides(cfg, plan, patch),

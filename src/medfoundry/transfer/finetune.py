@@ -98,6 +98,7 @@ def finetune(
         data, run_dir / RUN_DATA_DIR, cfg.model, memory_gb, cfg.patch_size, jobs, progress
     )
     src_channels = source_meta["task"]["outputs"]["channels"]
+    source_prompts = source_meta["model"]["in_channels"] - source_meta["plan"]["in_channels"]
     in_channels = load_plan(pool_dir)["in_channels"]
     tgt_channels = task_from_config(
         cfg, load_pool(pool_dir)["labels"], in_channels
@@ -106,10 +107,11 @@ def finetune(
     def init_model(model) -> dict:
         weights = load_checkpoint(ckpt_path).weights  # dropped once copied into the model
         channels = list(src_channels)
-        if cfg.task == "segmentation":  # a supervised + SSL source: its segmentation head
+        if cfg.task in ("segmentation", "promptable"):  # a supervised + SSL source: its seg. head
             weights, channels = segmentation_part(weights, source_meta["model"]["head"], channels)
         weights = only_groups(weights, model.parameter_groups(), cfg.init_groups)
-        report = transfer_weights(model, weights, channels, list(tgt_channels))
+        prompts = (source_prompts, model.description["in_channels"] - in_channels)
+        report = transfer_weights(model, weights, channels, list(tgt_channels), prompts)
         report["source"] = cfg.init_from
         c = report["counts"]
         log.info(

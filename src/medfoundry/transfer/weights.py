@@ -4,8 +4,9 @@ Rules, by parameter name:
 
 - same name and shape: loaded;
 - ``stem.0.weight`` with another number of input channels: adapted (the mean over the pretrained
-  input channels, repeated and scaled by ``old / new`` so a stack of similar channels keeps the
-  pretrained response);
+  image channels, repeated and scaled by ``old / new`` so a stack of similar channels keeps the
+  pretrained response); prompt channels (after the image's, see ``prompt_channels`` of a task)
+  copied where both models have them, else zero, so a new prompt input starts silent;
 - ``bottleneck.pos_embed`` on another token grid (another patch size or stage layout): interpolated;
 - ``heads.*``: rows copied for output channels whose class name exists in the pretrained model (same
   structure name; channel names from the models' output descriptions), the other rows newly
@@ -23,9 +24,14 @@ from medfoundry.models.transformer import interpolate_pos_embed
 
 @torch.no_grad()
 def transfer_weights(
-    model: nn.Module, source_state: dict, source_channels: list[str], target_channels: list[str]
+    model: nn.Module,
+    source_state: dict,
+    source_channels: list[str],
+    target_channels: list[str],
+    prompt_channels: tuple[int, int] = (0, 0),
 ) -> dict:
-    """Load ``source_state`` into ``model`` by the rules above; returns a JSON report with ``loaded``,
+    """Load ``source_state`` into ``model`` by the rules above (``prompt_channels``: the source's
+    and the target's prompt input channels); returns a JSON report with ``loaded``,
     ``adapted``, ``interpolated``, ``skipped`` and ``new`` parameter names, ``head`` (kept and new
     classes) and parameter counts."""
     report = {"loaded": [], "adapted": [], "interpolated": [], "skipped": [], "new": []}
@@ -38,13 +44,12 @@ def transfer_weights(
             report["new"].append(name)
         elif name.startswith("heads."):
             _copy_head(value, src, source_channels, target_channels, src_row, name, report)
+        elif name == "stem.0.weight" and src.shape[0] == value.shape[0]:
+            _copy_stem(value, src, prompt_channels)
+            report["loaded" if src.shape == value.shape else "adapted"].append(name)
         elif src.shape == value.shape:
             value.copy_(src)
             report["loaded"].append(name)
-        elif name == "stem.0.weight" and src.shape[0] == value.shape[0]:
-            old, new = src.shape[1], value.shape[1]
-            value.copy_(src.mean(1, keepdim=True).repeat(1, new, 1, 1, 1) * (old / new))
-            report["adapted"].append(name)
         elif name.endswith("pos_embed") and src.shape[:2] == value.shape[:2]:
             value.copy_(interpolate_pos_embed(src.float(), value.shape[2:]))
             report["interpolated"].append(name)
@@ -59,6 +64,19 @@ def transfer_weights(
     }
     report["unused_source"] = sorted(set(source_state) - set(target))
     return report
+
+
+def _copy_stem(value: torch.Tensor, src: torch.Tensor, prompts: tuple[int, int]) -> None:
+    """The stem's ``(F, C_in, 3, 3, 3)`` kernel: image channels as the rules say, then the prompt
+    channels (shared ones copied, the others zero)."""
+    old, new = src.shape[1] - prompts[0], value.shape[1] - prompts[1]
+    if old == new:
+        value[:, :new] = src[:, :old]
+    else:
+        value[:, :new] = src[:, :old].mean(1, keepdim=True).repeat(1, new, 1, 1, 1) * (old / new)
+    value[:, new:] = 0.0
+    shared = min(prompts)
+    value[:, new : new + shared] = src[:, old : old + shared]
 
 
 def _copy_head(value, src, source_channels, target_channels, src_row, name, report) -> None:

@@ -39,9 +39,9 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def write_tables(out: Path, target: str, rows: list[dict], budget: dict) -> None:
     """``runs.csv``, ``table.csv``, ``table.md``, ``budget.json`` and ``fewshot.png`` in ``out``."""
-    _csv(out / "runs.csv", rows)
+    write_csv(out / "runs.csv", rows)
     table = summarise(rows)
-    _csv(out / "table.csv", table)
+    write_csv(out / "table.csv", table)
     dice = [c for c in table[0] if c.startswith("dice_") and not c.endswith("_std")]
     lines = [
         f"### {target}: validation Dice against labelled training cases",
@@ -75,7 +75,7 @@ def _pm(r: dict, c: str) -> str:
     return f"{r[c]:.3f} +- {r[c + '_std']:.3f}" if r["subsets"] > 1 else f"{r[c]:.3f}"
 
 
-def _csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
