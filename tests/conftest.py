@@ -111,3 +111,15 @@ def pretrained(real_small_pool, tmp_path_factory):
     cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", *FAST_FIT])
     pretrain(real_small_pool, run, cfg, progress=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def promptable_run(real_small_pool, tmp_path_factory):
+    """A promptable tsfm_test run folder on the small real pool, 3 steps, made once."""
+    from medfoundry.training.config import TrainConfig, apply_overrides
+    from medfoundry.training.fit import pretrain
+
+    run = tmp_path_factory.mktemp("promptable") / "run"
+    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", "task=promptable", *FAST_FIT])
+    pretrain(real_small_pool, run, cfg, progress=False)
+    return run

@@ -9,17 +9,11 @@ import pytest
 
 from medfoundry.cli.main import main
 from medfoundry.io import read_image, read_label
-from medfoundry.training.config import TrainConfig, apply_overrides
-from medfoundry.training.fit import pretrain
-from tests.conftest import FAST_FIT
 
 
 @pytest.fixture(scope="module")
-def promptable(real_small_pool, tmp_path_factory):
-    run = tmp_path_factory.mktemp("segment") / "run"
-    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", "task=promptable", *FAST_FIT])
-    pretrain(real_small_pool, run, cfg, progress=False)
-    return run
+def promptable(promptable_run):
+    return promptable_run
 
 
 @pytest.fixture(scope="module")

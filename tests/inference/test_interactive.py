@@ -6,19 +6,13 @@ import numpy as np
 import pytest
 
 from medfoundry import MedfoundryError
-from medfoundry.inference.interactive import InteractiveSession, prompt_window, to_model_grid
+from medfoundry.inference.interactive import (
+    InteractiveSession,
+    prompt_window,
+    structure_under,
+    to_model_grid,
+)
 from medfoundry.io import read_image
-from medfoundry.training.config import TrainConfig, apply_overrides
-from medfoundry.training.fit import pretrain
-from tests.conftest import FAST_FIT
-
-
-@pytest.fixture(scope="module")
-def promptable_run(real_small_pool, tmp_path_factory):
-    run = tmp_path_factory.mktemp("promptable") / "run"
-    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", "task=promptable", *FAST_FIT])
-    pretrain(real_small_pool, run, cfg, progress=False)
-    return run
 
 
 def test_input_voxels_map_to_the_model_grid_through_crop_and_scale():
@@ -73,3 +67,23 @@ def test_clicks_boxes_undo_and_objects_on_a_real_volume(promptable_run, hippo_di
 def test_a_segmentation_model_takes_no_prompts(pretrained):
     with pytest.raises(MedfoundryError, match="takes no prompts"):
         InteractiveSession.from_checkpoint(pretrained, "cpu")
+
+
+def test_a_first_click_on_an_automatic_structure_starts_from_its_component():
+    labels = np.zeros((6, 8, 8), dtype=np.int64)
+    labels[1:3, 1:3, 1:3] = 2
+    labels[4:6, 5:8, 5:8] = 2  # another piece of class 2
+    labels[1:3, 5:7, 1:3] = 1
+    part = structure_under(labels, (1, 1, 1))
+    assert part.sum() == 8 and part[2, 2, 2] and not part[4, 5, 5]
+    assert structure_under(labels, (2, 6, 2)).sum() == 8
+    assert structure_under(labels, (0, 0, 0)) is None
+
+
+def test_without_auto_start_the_first_click_starts_from_nothing(promptable_run, hippo_dir):
+    image = read_image(sorted((hippo_dir / "imagesTr").glob("*.nii.gz"))[0])
+    session = InteractiveSession.from_checkpoint(promptable_run, "cpu", auto_start=False)
+    session.set_volume(image)
+    assert session._auto is None
+    session.add_point(tuple(s // 2 for s in image.shape_zyx))
+    assert session._history[-1].prompts.previous is None

@@ -14,7 +14,6 @@ from medfoundry.runs.checkpoint import load_checkpoint
 from medfoundry.tasks import TASKS, PromptableTask, task_from_description
 from medfoundry.tasks.promptable import PROMPTED, choose_object, one_click_batch, prompt_batch
 from medfoundry.training.config import TrainConfig, apply_overrides
-from medfoundry.training.fit import pretrain
 from tests.conftest import FAST_FIT
 
 LABELS = {"background": 0, "a": 1, "b": 2, "c": 3}
@@ -106,16 +105,15 @@ def test_one_click_validation_and_the_description_round_trip():
 
 
 def test_promptable_training_on_real_data_resumes_exactly_and_predicts_automatically(
-    real_small_pool, tmp_path
+    real_small_pool, promptable_run
 ):
     cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", "task=promptable", *FAST_FIT])
-    out = pretrain(real_small_pool, tmp_path / "run", cfg, progress=False)
-    meta = load_checkpoint(tmp_path / "run", weights=False).meta
-    assert meta["task"]["name"] == "promptable" and out["step"] == 3
+    meta = load_checkpoint(promptable_run, weights=False).meta
+    assert meta["task"]["name"] == "promptable" and meta["run"]["splits"]["train"]
     assert meta["model"]["in_channels"] == meta["plan"]["in_channels"] + 4
     assert meta["task"]["outputs"]["channels"][-1] == PROMPTED
     # The automatic mode: predict reads the class channels, with empty prompt maps.
-    predictor = Predictor.from_checkpoint(tmp_path / "run", "cpu")
+    predictor = Predictor.from_checkpoint(promptable_run, "cpu")
     assert PROMPTED not in predictor.class_names and predictor.class_names
     # Batches after a resume carry the prompts the uninterrupted run drew.
     from medfoundry.training import distributed as D
@@ -126,3 +124,33 @@ def test_promptable_training_on_real_data_resumes_exactly_and_predicts_automatic
     resumed = next(t.task.train_batches(t.source, 2, (0, 1)))
     assert torch.equal(resumed["image"], batches[2]["image"])
     assert json.dumps(resumed["prompts"]) == json.dumps(batches[2]["prompts"])
+
+
+def test_the_step_continues_the_interaction_on_the_network_s_own_errors():
+    """``interact`` asks the network (here: one that answers 'nothing' everywhere) and adds a
+    positive click at the centre of the missed object, with that answer as the previous mask."""
+    task = PromptableTask(LABELS)
+
+    class Blind(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 4, *x.shape[2:]), -5.0)
+
+    for seed in range(40):
+        batch = prompt_batch(_batch(), seed)
+        before = [len(p["points"]) for p in batch["prompts"]]
+        rng = np.random.default_rng(batch["interaction_seed"])
+        after = task.interact(batch, Blind())
+        if not batch["prompted"].any() or rng.random() >= 0.6:
+            assert after is batch
+            continue
+        for b in np.flatnonzero(after["prompted"].numpy()):
+            points = after["prompts"][b]["points"]
+            assert len(points) > before[b] and all(p[3] for p in points[before[b] :])
+            z, y, x = points[-1][:3]
+            assert after["object"][b, z, y, x] == 1  # inside the missed object
+            assert after["image"][b, 1, z, y, x] == 1  # drawn in the positive map
+            assert after["prompts"][b]["previous_voxels"] == 0  # the blind answer
+        again = task.interact(prompt_batch(_batch(), seed), Blind())
+        assert again["prompts"] == after["prompts"]  # the same seed, the same clicks
+        return
+    raise AssertionError("no batch iterated in 40 seeds")

@@ -11,8 +11,6 @@ import pytest
 from medfoundry import MedfoundryError
 from medfoundry.data.prompts import draw_ball
 from medfoundry.evaluation.metrics import dice_score
-from medfoundry.training.config import TrainConfig, apply_overrides
-from medfoundry.training.fit import pretrain
 from medfoundry.workflows.interactive_benchmark import parse_structure, run_interactive_benchmark
 from medfoundry.workflows.interactive_eval import (
     baseline_curve,
@@ -20,7 +18,6 @@ from medfoundry.workflows.interactive_eval import (
     clicks_to_reach,
     region_grow,
 )
-from tests.conftest import FAST_FIT
 
 
 def _sphere_scene(seed: int = 0):
@@ -86,9 +83,7 @@ def test_structures_parse_with_one_line_errors():
             parse_structure(bad)
 
 
-def test_the_benchmark_on_real_hippocampus_cases(real_small_pool, hippo_dir, tmp_path):
-    cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", "task=promptable", *FAST_FIT])
-    pretrain(real_small_pool, tmp_path / "run", cfg, progress=False)
+def test_the_benchmark_on_real_hippocampus_cases(promptable_run, hippo_dir, tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir()
     labels.mkdir()
@@ -98,7 +93,7 @@ def test_the_benchmark_on_real_hippocampus_cases(real_small_pool, hippo_dir, tmp
     structures = {"hippocampus_anterior": [1], "whole hippocampus": [1, 2]}
     out = tmp_path / "bench"
     rows = run_interactive_benchmark(
-        tmp_path / "run", images, labels, structures, out, clicks=3, progress=False
+        promptable_run, images, labels, structures, out, clicks=3, progress=False
     )
     assert len(rows) == 4 and {r["structure"] for r in rows} == set(structures)
     seen = {r["structure"]: r["seen"] for r in rows}
@@ -114,7 +109,7 @@ def test_the_benchmark_on_real_hippocampus_cases(real_small_pool, hippo_dir, tmp
     # A second run keeps the finished cases.
     before = {p.name: p.stat().st_mtime_ns for p in (out / "cases").iterdir()}
     again = run_interactive_benchmark(
-        tmp_path / "run", images, labels, structures, out, clicks=3, progress=False
+        promptable_run, images, labels, structures, out, clicks=3, progress=False
     )
     assert again == rows
     assert before == {p.name: p.stat().st_mtime_ns for p in (out / "cases").iterdir()}

@@ -43,6 +43,9 @@ def add_segment(sub, common) -> None:
         metavar="NAME",
         help='automatic mode for this class only (free text: "left kidney"; repeatable)',
     )
+    p.add_argument(
+        "--dataset", help="pool models: the dataset whose preprocessing to use (default: the first)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=_segment)
 
@@ -65,7 +68,7 @@ def _segment(a) -> None:
         objects = [ObjectPrompts([parse_point(p) for p in a.point], box)]
     elif a.prompts is not None:
         objects = read_prompts(a.prompts)
-    done = segment_image(a.model, a.input, a.out, objects, a.classes, a.device)
+    done = segment_image(a.model, a.input, a.out, objects, a.classes, a.device, a.dataset)
     labels = ", ".join(f"{n}={i}" for n, i in done["labels"].items())
     extra = ""
     if "timings" in done:
@@ -101,6 +104,14 @@ def add_benchmark_interactive(bsub, common) -> None:
     b.add_argument("--clicks", type=positive_int, default=10)
     b.add_argument("--max-cases", type=positive_int, metavar="N")
     b.add_argument("--device", default="cpu")
+    b.add_argument(
+        "--dataset", help="pool models: the dataset whose preprocessing to use (default: the first)"
+    )
+    b.add_argument(
+        "--no-auto-start",
+        action="store_true",
+        help="the first click starts from nothing, not from the automatic mode's structure under it",
+    )
     b.set_defaults(func=_benchmark_interactive)
 
 
@@ -121,5 +132,7 @@ def _benchmark_interactive(a) -> None:
         a.max_cases,
         a.device,
         progress=not a.quiet,
+        dataset=a.dataset,
+        auto_start=not a.no_auto_start,
     )
     print((a.out / "table.md").read_text())

@@ -4,7 +4,8 @@ many times), with undo.
 
 Coordinates are voxel indices ``(z, y, x)`` of the volume as read (the project's axis order), boxes
 inclusive ``(z0, y0, x0, z1, y1, x1)``. :meth:`set_volume` runs the model's preprocessing once (crop,
-normalise, resample to its grid: the expensive part, timed in ``timings["set_volume_s"]``); each
+normalise, resample to its grid, and the automatic mode's label map: the expensive part, timed in
+``timings["set_volume_s"]``); each
 interaction maps the prompts onto that grid (:func:`to_model_grid`), runs the network on a window
 around the object (:func:`prompt_window`: one patch when the object fits, else tiles) with the
 image and :mod:`~medfoundry.data.prompts` maps (all clicks so far, the box, and the mask shown
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from medfoundry import MedfoundryError
 from medfoundry.data.prompts import Prompts, encode_prompts
@@ -71,7 +73,11 @@ class _State:
 class InteractiveSession:
     """One promptable model; one volume at a time; one object at a time (:meth:`new_object`)."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, auto_start: bool = True) -> None:
+        """``auto_start``: :meth:`set_volume` also runs the automatic mode, and a first positive
+        click on a structure it found starts from that structure (its connected component under
+        the click) as the mask shown, so one click selects it and the next clicks correct it; a
+        click elsewhere (an unseen structure) starts from nothing."""
         task = predictor.task
         if getattr(task, "name", None) != "promptable":
             raise MedfoundryError(
@@ -83,12 +89,16 @@ class InteractiveSession:
         self.timings: dict[str, float] = {}
         self._image: torch.Tensor | None = None
         self._warm = False
+        self.auto_start = auto_start
+        self._auto: np.ndarray | None = None
         self._history: list[_State] = []
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "auto", **options) -> InteractiveSession:
+    def from_checkpoint(
+        cls, path, device: str = "auto", auto_start: bool = True, **options
+    ) -> InteractiveSession:
         """A session on a model file, checkpoint or run folder (``options``: ``PredictOptions``)."""
-        return cls(Predictor.from_checkpoint(path, device, mirror=False, **options))
+        return cls(Predictor.from_checkpoint(path, device, mirror=False, **options), auto_start)
 
     def set_volume(self, image: Volume) -> None:
         """Preprocess ``image`` ``(C, Z, Y, X)`` once for the clicks that follow (a new object)."""
@@ -97,11 +107,16 @@ class InteractiveSession:
             raise MedfoundryError("the image contains NaN or infinite values")
         img, _, self.props = transform_volume(image, self.predictor.dataset_plan)
         self._image = torch.from_numpy(img).to(self.predictor.device)
-        if not self._warm:  # the first pass at the patch shape builds the CPU kernels
-            channels = self._image.shape[0] + self.predictor.task.prompt_channels
-            with torch.no_grad():
+        channels = self._image.shape[0] + self.predictor.task.prompt_channels
+        with torch.no_grad():
+            if self.auto_start:  # the automatic mode's label map (it warms the kernels too)
+                empty = self._image.new_zeros((channels - self._image.shape[0], *img.shape[1:]))
+                logits = self._forward(torch.cat([self._image, empty]))
+                _, index = self.predictor.task.decode(logits, self.predictor.class_names)
+                self._auto = index.cpu().numpy()
+            elif not self._warm:  # the first pass at the patch shape builds the CPU kernels
                 self._forward(self._image.new_zeros((channels, *self.predictor.patch)))
-            self._warm = True
+        self._warm = True
         self.input_shape = image.shape_zyx
         self.new_object()
         self.timings["set_volume_s"] = time.perf_counter() - start
@@ -113,7 +128,10 @@ class InteractiveSession:
     def add_point(self, zyx, positive: bool = True) -> np.ndarray:
         """A click at input voxel ``zyx`` (positive: part of the object); the updated mask."""
         state = self._next_state()
-        state.prompts.points.append((*to_model_grid(zyx, self.props), bool(positive)))
+        point = to_model_grid(zyx, self.props)
+        state.prompts.points.append((*point, bool(positive)))
+        if positive and self._auto is not None and self.interactions == 0:
+            state.prompts.previous = structure_under(self._auto, point)
         return self._answer(state)
 
     def add_box(self, box) -> np.ndarray:
@@ -198,6 +216,16 @@ class InteractiveSession:
             pts += [tuple(idx.min(0)), tuple(idx.max(0))]
         arr = np.array(pts)
         return arr.min(0).tolist(), arr.max(0).tolist()
+
+
+def structure_under(labels: np.ndarray, point) -> np.ndarray | None:
+    """The connected component of ``labels`` ``(Z, Y, X)`` (integer map, 0 background) holding
+    ``point``, as a bool mask; None on background."""
+    value = labels[tuple(point)]
+    if value == 0:
+        return None
+    components, _ = ndimage.label(labels == value)
+    return components == components[tuple(point)]
 
 
 def _crop_prompts(prompts: Prompts, window: tuple) -> Prompts:

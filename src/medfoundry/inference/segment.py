@@ -99,12 +99,14 @@ def segment_image(
     objects: list[ObjectPrompts] | None = None,
     classes: list[str] | None = None,
     device: str = "auto",
+    dataset: str | None = None,
 ) -> dict:
-    """Segment one image and write ``out_path``; returns what was written (labels and names)."""
+    """Segment one image and write ``out_path`` (``dataset``: a pool model's dataset whose
+    preprocessing and ids to use); returns what was written (labels and names)."""
     image = read_image(image_path)
     if objects:
         check_inside(objects, image.shape_zyx)
-        session = InteractiveSession.from_checkpoint(model, device)
+        session = InteractiveSession.from_checkpoint(model, device, dataset=dataset)
         session.set_volume(image)
         labels = np.zeros(image.shape_zyx, dtype=np.uint16)
         written = {}
@@ -120,10 +122,12 @@ def segment_image(
         dtype = np.uint8 if labels.max() < 256 else np.uint16
         write_volume(image.with_array(labels.astype(dtype)[None]), out_path)
         return {"labels": written, "mode": "prompted", "timings": session.timings}
-    predictor = Predictor.from_checkpoint(model, device, mirror=False)
+    predictor = Predictor.from_checkpoint(model, device, mirror=False, dataset=dataset)
     if classes:
         names = [resolve_class(c, predictor.class_names) for c in classes]
-        predictor = Predictor.from_checkpoint(model, device, mirror=False, classes=names)
+        predictor = Predictor.from_checkpoint(
+            model, device, mirror=False, dataset=dataset, classes=names
+        )
     prediction = predictor.predict(image, name=str(image_path))
     write_volume(prediction.labels, out_path)
     return {

@@ -20,7 +20,10 @@ A task is a small object with:
   export and serving);
 - ``new_metric(pooled)`` and ``update_metric(metric, outputs, batch)``: its validation metric, an
   accumulator whose ``summary()`` holds ``val/mean`` (the number the best checkpoint follows);
-- ``describe()``: the JSON a checkpoint stores to rebuild the task (``from_description``).
+- ``describe()``: the JSON a checkpoint stores to rebuild the task (``from_description``);
+- optionally ``interact(batch, net)``: called by the training step (no gradient, the step's
+  autocast) before the forward pass, for batches that depend on the network's own answers
+  (promptable segmentation's clicks at the model's errors); returns the batch to train on.
 
 The training loop, validation, the run folder and the checkpoint code know nothing else about a
 task: they call these, and store ``describe()`` and ``outputs`` in checkpoints.

@@ -12,8 +12,10 @@ simulated interaction per sample (:func:`~medfoundry.data.prompts.simulate_promp
 a labelled class present in the patch, sometimes the union of two (so the prompted channel learns
 objects, not class names). Batch keys: ``image`` ``(B, C + 4, Z, Y, X)``, ``label``, ``valid`` (as
 segmentation), ``object`` ``(B, Z, Y, X)`` float32 (the prompted object; zeros when no prompt),
-``prompted`` ``(B,)`` bool, and ``prompts`` (each sample's record). The prompts of batch ``k`` are a
-pure function of the run's seed, ``k`` and the shard, so resume is exact.
+``prompted`` ``(B,)`` bool, ``prompts`` (each sample's record) and ``prompt_states``. The prompts of
+batch ``k`` are a pure function of the run's seed, ``k`` and the shard; in 60% of the batches the
+training step then lets the simulated user go on with 1-3 clicks at the network's own errors
+(:meth:`PromptableTask.interact`, no gradient), which follow the weights a resume restores.
 
 Loss: the partial-label loss on the class channels (every sample) plus BCE + Dice of the prompted
 channel on the prompted samples. Validation on patches: Dice of the prompted channel after one
@@ -35,6 +37,7 @@ from medfoundry.data.prompts import (
     Prompts,
     encode_prompts,
     interior_point,
+    next_click,
     simulate_prompts,
 )
 from medfoundry.evaluation import DiceAccumulator
@@ -48,6 +51,9 @@ MIN_OBJECT_VOXELS = 8
 """A class with fewer voxels in a patch is not offered as the prompted object there."""
 UNION_PROBABILITY = 0.15
 SMOOTH = 1e-5
+INTERACT_PROBABILITY = 0.6
+"""Share of training batches whose prompts continue with clicks at the network's own errors."""
+MAX_MODEL_CLICKS = 3
 PROMPT_STREAM = 7
 """Part of each batch's prompt seed, apart from the augmentation's ``(seed, index)`` stream."""
 
@@ -72,7 +78,7 @@ def prompt_batch(batch: dict, seed: int | list[int]) -> dict:
     ``numpy`` seed: an int or a list of ints)."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(batch["label"])
-    maps, objects, prompted, records = [], [], [], []
+    maps, objects, prompted, records, states = [], [], [], [], []
     for b in range(len(labels)):
         classes = [int(k) + 1 for k in torch.nonzero(batch["valid"][b])[:, 0]]
         mask, ids = choose_object(labels[b], classes, rng)
@@ -82,6 +88,7 @@ def prompt_batch(batch: dict, seed: int | list[int]) -> dict:
         objects.append(mask if mask is not None and not prompts.empty else np.zeros_like(labels[b]))
         prompted.append(not prompts.empty)
         records.append({**prompts.record(), "classes": ids if not prompts.empty else []})
+        states.append(prompts)
     image = torch.cat([batch["image"], torch.from_numpy(np.stack(maps))], dim=1)
     return {
         **batch,
@@ -89,7 +96,28 @@ def prompt_batch(batch: dict, seed: int | list[int]) -> dict:
         "object": torch.from_numpy(np.stack(objects).astype(np.float32)),
         "prompted": torch.tensor(prompted, dtype=torch.bool),
         "prompts": records,
+        "prompt_states": states,
+        "interaction_seed": [*np.atleast_1d(seed).tolist(), 1],
     }
+
+
+def add_model_clicks(batch: dict, shown: np.ndarray, rng: np.random.Generator) -> dict:
+    """One round of the simulated user on the network's own answers ``shown`` ``(B, Z, Y, X)`` bool
+    (its prompted channel): each prompted sample gets a click at the centre of its largest error,
+    and that answer becomes its previous mask; the prompt maps of ``image`` are redrawn."""
+    objects = batch["object"].cpu().numpy() > 0
+    states, image = batch["prompt_states"], batch["image"].clone()
+    c = image.shape[1] - len(PROMPT_CHANNELS)
+    for b in np.flatnonzero(batch["prompted"].cpu().numpy()):
+        click = next_click(shown[b], objects[b], rng)
+        if click is None:
+            continue
+        states[b].points.append(click)
+        states[b].previous = shown[b]
+        maps = torch.from_numpy(encode_prompts(states[b], shown.shape[1:]))
+        image[b, c:] = maps.to(image.device, image.dtype)
+        batch["prompts"][b] = {**states[b].record(), "classes": batch["prompts"][b]["classes"]}
+    return {**batch, "image": image}
 
 
 def one_click_batch(batch: dict, names: dict[int, str], turn: int) -> dict:
@@ -182,6 +210,23 @@ class PromptableTask:
         """Segmentation's whole volumes with empty prompt maps (the automatic mode)."""
         for image, batch in self.seg.validation_volumes(src, shard):
             yield with_empty_prompts(image), batch
+
+    def interact(self, batch: dict, net) -> dict:
+        """Iterative training (as RITM, SAM and nnInteractive): in a share of the batches the
+        simulated user goes on for 1-3 rounds on the network's own answers (no gradient), each a
+        click at its largest error with that answer as the previous mask, so the step trains
+        corrections of the model's real mistakes, not only of synthetic ones. Drawn from the batch's
+        seed; the answers follow the weights, which a resume restores."""
+        if "prompt_states" not in batch or not batch["prompted"].any():
+            return batch
+        rng = np.random.default_rng(batch["interaction_seed"])
+        if rng.random() >= INTERACT_PROBABILITY:
+            return batch
+        for _ in range(int(rng.integers(1, MAX_MODEL_CLICKS + 1))):
+            outputs = net(batch["image"])
+            shown = (outputs[:, self.num_classes] > 0).cpu().numpy()
+            batch = add_model_clicks(batch, shown, rng)
+        return batch
 
     def loss(self, outputs: torch.Tensor, batch: dict) -> torch.Tensor:
         """Partial-label loss on the class channels of ``outputs`` ``(B, K + 1, Z, Y, X)``, plus the

@@ -35,6 +35,10 @@ def train_step(state: TrainState, task: Task, batch: dict, opts: StepOptions) ->
         k: v.to(opts.device, non_blocking=True) if k in opts.batch_keys else v
         for k, v in batch.items()
     }
+    interact = getattr(task, "interact", None)
+    if interact is not None:  # a batch that depends on the network's own answers (clicks at
+        with torch.no_grad(), opts.autocast:  # its errors): the task asks it first, no gradient
+            batch = interact(batch, state.net)
     image = batch["image"]  # (B, C, Z, Y, X)
     if opts.channels_last:
         image = image.contiguous(memory_format=torch.channels_last_3d)

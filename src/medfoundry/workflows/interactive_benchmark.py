@@ -65,9 +65,12 @@ def run_interactive_benchmark(
     max_cases: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    dataset: str | None = None,
+    auto_start: bool = True,
 ) -> list[dict]:
-    """Benchmark ``model`` on the cases of ``images`` with same-named references in ``labels``;
-    returns the rows of ``cases.csv``."""
+    """Benchmark ``model`` on the cases of ``images`` with same-named references in ``labels``
+    (``dataset``: a pool model's dataset whose preprocessing to use; ``auto_start``: see
+    :class:`InteractiveSession`); returns the rows of ``cases.csv``."""
     if clicks < 1:
         raise MedfoundryError("--clicks must be >= 1")
     refs = list_cases(Path(labels))
@@ -76,7 +79,7 @@ def run_interactive_benchmark(
         raise MedfoundryError(f"no image of {images} has a same-named reference in {labels}")
     cases = sorted(inputs)[:max_cases]
     out = Path(out_dir)
-    session = InteractiveSession.from_checkpoint(model, device)
+    session = InteractiveSession.from_checkpoint(model, device, auto_start, dataset=dataset)
     auto = _automatic(session, structures)
     rows = []
     for case in tqdm(cases, desc="cases", unit="case", disable=not progress):
@@ -189,7 +192,7 @@ def write_interactive_table(out: Path, rows: list[dict], clicks: int, model: str
             _f(r.get("auto")),
             *(_f(r.get(f"grow@{k}")) for k in (1, 5, clicks) if k <= clicks),
         ]
-        cells += [_f(r.get("set_volume_s"), 2), _f(r.get("click_s_median"), 3)]
+        cells += [_f(r.get("set_volume_s"), 3), _f(r.get("click_s_median"), 3)]
         lines.append("| " + " | ".join(cells) + " |")
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
