@@ -124,6 +124,14 @@ def test_promptable_training_on_real_data_resumes_exactly_and_predicts_automatic
     resumed = next(t.task.train_batches(t.source, 2, (0, 1)))
     assert torch.equal(resumed["image"], batches[2]["image"])
     assert json.dumps(resumed["prompts"]) == json.dumps(batches[2]["prompts"])
+    assert resumed["interaction_rounds"] == batches[2]["interaction_rounds"]
+    # Every rank of a step runs the same rounds of the network (FSDP needs the same passes).
+    for step in range(6):
+        rounds = {
+            next(t.task.train_batches(t.source, step, (rank, 2)))["interaction_rounds"]
+            for rank in (0, 1)
+        }
+        assert len(rounds) == 1
 
 
 def test_the_step_continues_the_interaction_on_the_network_s_own_errors():
@@ -135,13 +143,13 @@ def test_the_step_continues_the_interaction_on_the_network_s_own_errors():
         def forward(self, x):
             return torch.full((x.shape[0], 4, *x.shape[2:]), -5.0)
 
+    batch = prompt_batch(_batch(), 0)
+    assert task.interact(batch, Blind()) is batch  # no rounds drawn: the batch as it was
     for seed in range(40):
-        batch = prompt_batch(_batch(), seed)
+        batch = {**prompt_batch(_batch(), seed), "interaction_rounds": 2}
         before = [len(p["points"]) for p in batch["prompts"]]
-        rng = np.random.default_rng(batch["interaction_seed"])
         after = task.interact(batch, Blind())
-        if not batch["prompted"].any() or rng.random() >= 0.6:
-            assert after is batch
+        if not batch["prompted"].any():
             continue
         for b in np.flatnonzero(after["prompted"].numpy()):
             points = after["prompts"][b]["points"]
@@ -150,7 +158,7 @@ def test_the_step_continues_the_interaction_on_the_network_s_own_errors():
             assert after["object"][b, z, y, x] == 1  # inside the missed object
             assert after["image"][b, 1, z, y, x] == 1  # drawn in the positive map
             assert after["prompts"][b]["previous_voxels"] == 0  # the blind answer
-        again = task.interact(prompt_batch(_batch(), seed), Blind())
+        again = task.interact({**prompt_batch(_batch(), seed), "interaction_rounds": 2}, Blind())
         assert again["prompts"] == after["prompts"]  # the same seed, the same clicks
         return
     raise AssertionError("no batch iterated in 40 seeds")

@@ -200,7 +200,13 @@ class PromptableTask:
     def train_batches(self, src: BatchSource, start_step: int, shard: Shard) -> Iterator[dict]:
         """Segmentation's training batches, each with its simulated interactions."""
         for batch in self.seg.train_batches(src, start_step, shard):
-            yield prompt_batch(batch, [src.seed, batch["index"], shard[0], PROMPT_STREAM])
+            batch = prompt_batch(batch, [src.seed, batch["index"], shard[0], PROMPT_STREAM])
+            # The rounds of clicks at the network's errors are drawn per step, not per rank: under
+            # FSDP every rank must run the same number of forward passes.
+            step = np.random.default_rng([src.seed, batch["index"] // shard[1], PROMPT_STREAM + 1])
+            rounds = int(step.integers(1, MAX_MODEL_CLICKS + 1))
+            batch["interaction_rounds"] = rounds if step.random() < INTERACT_PROBABILITY else 0
+            yield batch
 
     def validation_batches(self, src: BatchSource, shard: Shard = (0, 1)) -> Iterator[dict]:
         for turn, batch in enumerate(self.seg.validation_batches(src, shard)):
@@ -215,14 +221,11 @@ class PromptableTask:
         """Iterative training (as RITM, SAM and nnInteractive): in a share of the batches the
         simulated user goes on for 1-3 rounds on the network's own answers (no gradient), each a
         click at its largest error with that answer as the previous mask, so the step trains
-        corrections of the model's real mistakes, not only of synthetic ones. Drawn from the batch's
-        seed; the answers follow the weights, which a resume restores."""
-        if "prompt_states" not in batch or not batch["prompted"].any():
-            return batch
-        rng = np.random.default_rng(batch["interaction_seed"])
-        if rng.random() >= INTERACT_PROBABILITY:
-            return batch
-        for _ in range(int(rng.integers(1, MAX_MODEL_CLICKS + 1))):
+        corrections of the model's real mistakes, not only of synthetic ones. The rounds
+        (``interaction_rounds``, drawn per step by :meth:`train_batches`) and the clicks follow the
+        batch's seeds and the weights, which a resume restores."""
+        rng = np.random.default_rng(batch.get("interaction_seed", 0))
+        for _ in range(batch.get("interaction_rounds", 0)):  # the same count on every rank
             outputs = net(batch["image"])
             shown = (outputs[:, self.num_classes] > 0).cpu().numpy()
             batch = add_model_clicks(batch, shown, rng)
