@@ -15,7 +15,6 @@ before this interaction), and returns the object's mask ``(Z, Y, X)`` bool in th
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -174,9 +173,7 @@ class InteractiveSession:
             raise MedfoundryError("set a volume first (set_volume)")
         last = self._history[-1]
         shown = None if last.logits is None else (last.logits > 0).cpu().numpy()
-        prompts = copy.deepcopy(Prompts(last.prompts.points, last.prompts.box))
-        prompts.previous = shown
-        return _State(prompts, last.logits)
+        return _State(Prompts(list(last.prompts.points), last.prompts.box, shown), last.logits)
 
     @torch.no_grad()
     def _answer(self, state: _State) -> np.ndarray:

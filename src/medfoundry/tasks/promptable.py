@@ -64,7 +64,7 @@ def choose_object(
     """The prompted object of one sample: ``label`` ``(Z, Y, X)`` global ids, ``classes`` the ids
     its dataset annotates. Returns the ``(Z, Y, X)`` bool mask and its class ids, or ``(None, [])``
     when no annotated class is in the patch."""
-    present = [c for c in classes if np.count_nonzero(label == c) >= MIN_OBJECT_VOXELS]
+    present = clickable_classes(label, classes)
     if not present:
         return None, []
     picked = [present[rng.integers(len(present))]]
@@ -73,28 +73,40 @@ def choose_object(
     return np.isin(label, picked), [int(c) for c in picked]
 
 
+def clickable_classes(label: np.ndarray, classes: list[int]) -> list[int]:
+    """The ids of ``classes`` with at least :data:`MIN_OBJECT_VOXELS` voxels in ``label``."""
+    return [c for c in classes if np.count_nonzero(label == c) >= MIN_OBJECT_VOXELS]
+
+
+def with_prompts(batch: dict, prompts: list[Prompts], objects: list[np.ndarray]) -> dict:
+    """``batch`` with each sample's prompt maps after its image channels (``image``
+    ``(B, C + 4, Z, Y, X)``), its prompted ``object`` (float32) and ``prompted`` (bool)."""
+    shape = batch["label"].shape[1:]
+    maps = np.stack([encode_prompts(p, shape) for p in prompts])
+    return {
+        **batch,
+        "image": torch.cat([batch["image"], torch.from_numpy(maps)], dim=1),
+        "object": torch.from_numpy(np.stack(objects).astype(np.float32)),
+        "prompted": torch.tensor([not p.empty for p in prompts], dtype=torch.bool),
+    }
+
+
 def prompt_batch(batch: dict, seed: int | list[int]) -> dict:
     """``batch`` (segmentation's) with a simulated interaction per sample, drawn from ``seed`` (a
     ``numpy`` seed: an int or a list of ints)."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(batch["label"])
-    maps, objects, prompted, records, states = [], [], [], [], []
+    objects, records, states = [], [], []
     for b in range(len(labels)):
         classes = [int(k) + 1 for k in torch.nonzero(batch["valid"][b])[:, 0]]
         mask, ids = choose_object(labels[b], classes, rng)
         prompts = simulate_prompts(mask, rng) if mask is not None else None
         prompts = prompts or Prompts()
-        maps.append(encode_prompts(prompts, labels.shape[1:]))
         objects.append(mask if mask is not None and not prompts.empty else np.zeros_like(labels[b]))
-        prompted.append(not prompts.empty)
         records.append({**prompts.record(), "classes": ids if not prompts.empty else []})
         states.append(prompts)
-    image = torch.cat([batch["image"], torch.from_numpy(np.stack(maps))], dim=1)
     return {
-        **batch,
-        "image": image,  # (B, C + 4, Z, Y, X)
-        "object": torch.from_numpy(np.stack(objects).astype(np.float32)),
-        "prompted": torch.tensor(prompted, dtype=torch.bool),
+        **with_prompts(batch, states, objects),
         "prompts": records,
         "prompt_states": states,
         "interaction_seed": [*np.atleast_1d(seed).tolist(), 1],
@@ -124,27 +136,19 @@ def one_click_batch(batch: dict, names: dict[int, str], turn: int) -> dict:
     """A validation batch: each sample prompted with one click at the centre of one annotated class
     present in it (chosen in turn by ``turn + sample``), no previous mask."""
     labels = np.asarray(batch["label"])
-    maps, objects, prompted, which = [], [], [], []
+    all_prompts, objects, which = [], [], []
     for b in range(len(labels)):
         classes = [int(k) + 1 for k in torch.nonzero(batch["valid"][b])[:, 0]]
-        present = [c for c in classes if np.count_nonzero(labels[b] == c) >= MIN_OBJECT_VOXELS]
+        present = clickable_classes(labels[b], classes)
         prompts, mask = Prompts(), np.zeros(labels.shape[1:], dtype=bool)
         if present:
             c = present[(turn + b) % len(present)]
             mask = labels[b] == c
             prompts.points.append((*interior_point(mask), True))
-        maps.append(encode_prompts(prompts, labels.shape[1:]))
+        all_prompts.append(prompts)
         objects.append(mask)
-        prompted.append(bool(present))
         which.append(names[c] if present else None)
-    image = torch.cat([batch["image"], torch.from_numpy(np.stack(maps))], dim=1)
-    return {
-        **batch,
-        "image": image,
-        "object": torch.from_numpy(np.stack(objects).astype(np.float32)),
-        "prompted": torch.tensor(prompted, dtype=torch.bool),
-        "object_names": which,
-    }
+    return {**with_prompts(batch, all_prompts, objects), "object_names": which}
 
 
 def object_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
