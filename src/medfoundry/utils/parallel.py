@@ -100,12 +100,14 @@ def _worker_init() -> None:
 
 
 def _stop(pool: ProcessPoolExecutor, pending: deque[Future]) -> None:
-    """Cancel what has not started and end the workers now (a normal end has nothing pending)."""
-    for f in pending:
-        f.cancel()
+    """End the workers now when work is left (a normal end has nothing pending).
+
+    The pending futures are not cancelled first: the executor's manager thread fails every pending
+    future once it sees the workers die, and setting that failure on a cancelled future raises
+    InvalidStateError in that thread (a traceback on stderr after Ctrl-C or SIGTERM)."""
     if pending:
         # The executor has no public way to end running workers before Python 3.14
         # (terminate_workers); its process table is the documented-in-source way to reach them.
         for proc in list(getattr(pool, "_processes", {}).values()):
             proc.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=True, cancel_futures=not pending)
