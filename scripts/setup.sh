@@ -11,7 +11,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.star
   echo "setup: installing torch==2.13.0 (CPU build)" >&2
   pip_q "torch==2.13.0"
 fi
-pip_q -e ".[dev]"
+pip_q -c scripts/constraints.txt -e ".[all,dev]"
 .venv/bin/python - <<'PY'
 import sys, torch
 if not torch.__version__.startswith("2.13.0"):

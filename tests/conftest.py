@@ -123,3 +123,23 @@ def promptable_run(real_small_pool, tmp_path_factory):
     cfg = apply_overrides(TrainConfig(), ["model=tsfm_test", "task=promptable", *FAST_FIT])
     pretrain(real_small_pool, run, cfg, progress=False)
     return run
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir(data_dir) -> Path:
+    return _require(data_dir / "medmnist")
+
+
+@pytest.fixture(scope="session")
+def pneumonia_classifier(medmnist_dir, tmp_path_factory):
+    """A tsfm_test classifier trained on real PneumoniaMNIST for 40 steps (batch 64), made once:
+    (run folder, its train_classifier result)."""
+    from medfoundry.training.config import TrainConfig
+    from medfoundry.workflows.classify import train_classifier
+
+    run = tmp_path_factory.mktemp("pneumonia") / "run"
+    cfg = TrainConfig(model="tsfm_test", epochs=2, iters_per_epoch=20, batch_size=64, threads=2)
+    cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay = "adamw", 1e-3, 0.05
+    cfg.data.num_workers = 0
+    result = train_classifier(medmnist_dir / "pneumoniamnist.npz", run, cfg, progress=False)
+    return run, result

@@ -28,6 +28,13 @@ COMMANDS = [
     ["segment"],
     ["evaluate"],
     ["benchmark", "interactive"],
+    ["classify"],
+    ["classify", "train"],
+    ["classify", "evaluate"],
+    ["classify", "predict"],
+    ["explain"],
+    ["uncertainty"],
+    ["benchmark", "uncertainty"],
 ]
 
 
@@ -47,6 +54,9 @@ def test_every_command_has_help(cmd, capsys):
         (["plan", "nowhere"], "pool.json"),
         (["preprocess", "nowhere"], "pool.json"),
         (["synth", "-o", "x", "--cases", "0"], "--cases must be at least 1"),
+        (["classify", "train", "--data", "none.npz", "-o", "x"], "none.npz: not a MedMNIST"),
+        (["classify", "evaluate", "-m", "nowhere", "--data", "d.npz", "-o", "x"], "nowhere"),
+        (["explain", "-m", "nowhere", "-o", "x"], "nowhere"),
     ],
 )
 def test_bad_input_is_one_line_error(argv, message, tmp_path, monkeypatch, capsys):

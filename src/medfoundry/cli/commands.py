@@ -14,7 +14,13 @@ from medfoundry.pool.sampling import SAMPLING_RULES
 
 def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register every subcommand; ``common`` holds options (-q, --debug) each one accepts."""
-    from medfoundry.cli import interactive_commands, train_commands, transfer_commands
+    from medfoundry.cli import (
+        classify_commands,
+        explain_commands,
+        interactive_commands,
+        train_commands,
+        transfer_commands,
+    )
 
     for add in (
         _add_synth,
@@ -27,6 +33,9 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         transfer_commands.add_predict,
         interactive_commands.add_segment,
         transfer_commands.add_evaluate,
+        classify_commands.add_classify,
+        explain_commands.add_explain,
+        explain_commands.add_uncertainty,
         transfer_commands.add_benchmark,
         _add_run,
     ):

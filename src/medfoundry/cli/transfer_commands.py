@@ -13,6 +13,7 @@ from medfoundry.cli.arg_types import (
     positive_float,
     positive_int,
 )
+from medfoundry.cli.explain_commands import add_benchmark_uncertainty
 from medfoundry.cli.interactive_commands import add_benchmark_interactive
 from medfoundry.cli.train_commands import add_training_flags, config_from_flags, run_summary
 from medfoundry.training.config import FreezePolicy
@@ -220,7 +221,7 @@ def add_benchmark(sub, common) -> None:
     p = sub.add_parser(
         "benchmark",
         parents=[common],
-        help="benchmarks that are commands (transfer, fewshot, interactive)",
+        help="benchmarks that are commands (transfer, fewshot, interactive, uncertainty)",
         description="Benchmarks run as commands; timing scripts against nnU-Net live in benchmarks/.",
     )
     bsub = p.add_subparsers(dest="benchmark_command", metavar="NAME", required=True)
@@ -271,6 +272,7 @@ def add_benchmark(sub, common) -> None:
     f.add_argument("-j", "--jobs", type=positive_int, default=2, metavar="N")
     f.set_defaults(func=_benchmark_fewshot)
     add_benchmark_interactive(bsub, common)
+    add_benchmark_uncertainty(bsub, common)
 
 
 def _benchmark_fewshot(a) -> None:

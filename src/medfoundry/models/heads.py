@@ -71,7 +71,28 @@ class ConcatHead(nn.Module):
         return torch.cat([part(f) for part in self.parts], dim=1)  # (B, sum of outputs, Z, Y, X)
 
 
+class ClassificationHead(nn.Module):
+    """Global average and max pooling of the bottleneck, concatenated, then LayerNorm, dropout and a
+    linear layer to ``num_outputs`` logits per image: ``(B, F_last, z, y, x)`` -> ``(B, num_outputs)``.
+    The decoder is not run (``uses_decoder = False``)."""
+
+    uses_decoder = False
+
+    def __init__(self, features: list[int], num_outputs: int, dropout: float = 0.2):
+        super().__init__()
+        width = 2 * features[-1]
+        self.norm = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(width, num_outputs)
+
+    def forward(self, f: Features) -> torch.Tensor:
+        x = f.bottleneck.flatten(2)  # (B, F, z*y*x)
+        pooled = torch.cat([x.mean(2), x.amax(2)], dim=1)  # (B, 2F)
+        return self.fc(self.drop(self.norm(pooled)))  # (B, num_outputs)
+
+
 HEADS: dict[str, type[nn.Module]] = {
+    "classification": ClassificationHead,
     "segmentation": SegmentationHead,
     "reconstruction": ReconstructionHead,
     "concat": ConcatHead,

@@ -57,12 +57,14 @@ class TSFM(nn.Module):
             if size.transformer_depth
             else nn.Identity()
         )
-        self.up = nn.ModuleList(Upsample(feats[s + 1], feats[s]) for s in range(len(feats) - 1))
+        heads = build_head(head, feats)
+        levels = len(feats) - 1 if getattr(heads, "uses_decoder", True) else 0  # none: classifiers
+        self.up = nn.ModuleList(Upsample(feats[s + 1], feats[s]) for s in range(levels))
         self.decoder = nn.ModuleList(
             nn.Sequential(*[ResidualBlock(feats[s]) for _ in range(size.decoder_blocks)])
-            for s in range(len(feats) - 1)
+            for s in range(levels)
         )
-        self.heads = build_head(head, feats)
+        self.heads = heads
         self.checkpointing = False
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from medfoundry.pool.labels import invert_map
-from medfoundry.preprocessing.resample import resample_label, thick_axis_of
+from medfoundry.preprocessing.resample import resample_label, resample_linear, thick_axis_of
 
 
 def invert_label(label_zyx: np.ndarray, props: dict, to_local: bool = True) -> np.ndarray:
@@ -35,4 +35,18 @@ def invert_label(label_zyx: np.ndarray, props: dict, to_local: bool = True) -> n
     )
     (z0, z1), (y0, y1), (x0, x1) = props["nonzero_bbox"]
     out[z0:z1, y0:y1, x0:x1] = lab
+    return out
+
+
+def invert_values(map_zyx: np.ndarray, props: dict) -> np.ndarray:
+    """A float map (an uncertainty or saliency map) on the preprocessed grid back to the original
+    image's ``(Z, Y, X)`` grid: resampled linearly to the crop box, zero outside it (float32)."""
+    if list(map_zyx.shape) != list(props["shape_zyx"]):
+        raise ValueError(f"map shape {map_zyx.shape} != preprocessed shape {props['shape_zyx']}")
+    m = np.asarray(map_zyx, np.float32)
+    if props["resampled"]:
+        m = resample_linear(m, props["cropped_shape_zyx"])
+    out = np.zeros(props["original_geometry"]["shape_zyx"], np.float32)
+    (z0, z1), (y0, y1), (x0, x1) = props["nonzero_bbox"]
+    out[z0:z1, y0:y1, x0:x1] = m
     return out

@@ -84,3 +84,8 @@ def _exact(vol: np.ndarray, shape) -> np.ndarray:
     pads = [(0, max(0, s - v)) for s, v in zip(shape, vol.shape, strict=True)]
     vol = np.pad(vol, pads, mode="edge")
     return vol[tuple(slice(0, s) for s in shape)]
+
+
+def resample_linear(vol_zyx: np.ndarray, new_shape_zyx) -> np.ndarray:
+    """One ``(Z, Y, X)`` float map resampled linearly to ``new_shape_zyx`` (float32)."""
+    return _zoom(np.asarray(vol_zyx, np.float32), new_shape_zyx, 1, None)

@@ -2,6 +2,7 @@
 
 from medfoundry import MedfoundryError
 from medfoundry.tasks.base import BatchSource, OutputSpec, Task
+from medfoundry.tasks.classification import ClassificationTask
 from medfoundry.tasks.combined import CombinedTask
 from medfoundry.tasks.masked import MaskedVolumeTask
 from medfoundry.tasks.promptable import PromptableTask
@@ -12,6 +13,8 @@ TASKS = {
     "masked": MaskedVolumeTask,
     "segmentation+masked": CombinedTask,
     "promptable": PromptableTask,
+    "classification": ClassificationTask,
+    "classification-multilabel": ClassificationTask,
 }
 
 
@@ -34,6 +37,7 @@ def task_from_description(description: dict) -> Task:
 __all__ = [
     "TASKS",
     "BatchSource",
+    "ClassificationTask",
     "CombinedTask",
     "MaskedVolumeTask",
     "OutputSpec",

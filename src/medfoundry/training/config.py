@@ -20,7 +20,14 @@ from medfoundry.utils import typed_config
 LossName = Literal["partial", "softmax"]
 FreezePolicy = Literal["none", "encoder", "all-but-bottleneck", "head-only"]
 ParameterGroup = Literal["stem", "encoder", "bottleneck", "decoder", "heads"]
-TaskName = Literal["segmentation", "masked", "segmentation+masked", "promptable"]
+TaskName = Literal[
+    "segmentation",
+    "masked",
+    "segmentation+masked",
+    "promptable",
+    "classification",
+    "classification-multilabel",
+]
 """The registered tasks (:data:`medfoundry.tasks.TASKS`; a test keeps the two equal)."""
 
 

@@ -153,8 +153,9 @@ def _validate(t: Training, runlog: RunLog | None, kind: dict, wait: float, score
             "data_wait_frac_so_far": round(wait, 4),
         },
     )
+    metric = getattr(t.task, "metric_name", "mean Dice")
     log.info(
-        "step %d: %s validation mean Dice %s", t.state.step, kind["mode"], scores.get("val/mean")
+        "step %d: %s validation %s %s", t.state.step, kind["mode"], metric, scores.get("val/mean")
     )
     return scores
 
