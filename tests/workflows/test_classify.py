@@ -148,3 +148,13 @@ def test_multiclass_and_multilabel_folders(tmp_path, multilabel):
     header = (run / "val" / "predictions.csv").read_text().splitlines()[0].split(",")
     assert header == ["case", "label", "p_a", "p_b", "p_c", "prediction"]
     assert (result["thresholds"] is None) != multilabel
+    if multilabel:
+        return
+    one = predict_classifier(run, data / "c2.png", "test", tmp_path / "one.csv")  # one image file
+    row = one.read_text().splitlines()[1].split(",")
+    assert row[0] == "c2" and row[-1] == "c"  # its bright square is class c's
+    from medfoundry.workflows.explain import explain
+
+    r = explain(run, tmp_path / "ex", "occlusion", image=data / "c2.png", class_name="c")
+    heat = r["cases"][0]
+    assert heat["class"] == "c" and (tmp_path / "ex" / "c2_occlusion.nii.gz").is_file()

@@ -79,7 +79,21 @@ def read_split(
         return _read_npz(path, split)
     if path.is_dir():
         return _read_folder(path, split, shape)
-    raise MedfoundryError(f"{path}: not a MedMNIST .npz file or a folder with a labels .csv")
+    if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+        return read_one_image(path, shape)
+    raise MedfoundryError(
+        f"{path}: not a MedMNIST .npz file, a folder with a labels .csv, or an image file"
+    )
+
+
+def read_one_image(path: Path, shape: list[int] | None = None) -> LabelledImages:
+    """One unlabelled image file as a split of one case (named after the file), resampled to
+    ``shape`` when given."""
+    array, spacing = _read_image(path.parent, path.name)
+    if shape is not None:
+        array = _resample(array, shape)
+    case = path.name.split(".")[0]
+    return LabelledImages(array[None], None, [case], [], False, spacing)
 
 
 def available_splits(path: str | os.PathLike) -> list[str]:
@@ -143,7 +157,7 @@ def load_pool_arrays(pool_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarra
 
 def _plan(pool_dir: Path, name: str, train: LabelledImages) -> dict:
     shape = list(train.images.shape[2:])
-    x = train.images.astype(np.float32)
+    mean, std = _mean_std(train.images)
     return {
         "format": PLAN_FORMAT,
         "pool_sha256": hashlib.sha256((pool_dir / "pool.json").read_bytes()).hexdigest(),
@@ -153,9 +167,21 @@ def _plan(pool_dir: Path, name: str, train: LabelledImages) -> dict:
         "batch_size": int(np.clip(BATCH_VOXELS // int(np.prod(shape)), 2, 128)),
         "stages": [{"stride": s} for s in stage_strides(shape, list(train.spacing_mm), MAX_STAGES)],
         "datasets": {name: {"target_spacing_mm": train.spacing_mm}},
-        "intensity": {"mean": float(x.mean()), "std": float(x.std() or 1.0)},
+        "intensity": {"mean": mean, "std": std or 1.0},
         "spacing_mm": train.spacing_mm,
     }
+
+
+def _mean_std(images: np.ndarray, chunk: int = 64) -> tuple[float, float]:
+    """Mean and standard deviation of every voxel, in chunks (no float copy of the whole set)."""
+    total = total_sq = 0.0
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].astype(np.float64)
+        total += float(part.sum())
+        total_sq += float(np.square(part).sum())
+    n = images.size
+    mean = total / n
+    return mean, float(np.sqrt(max(total_sq / n - mean**2, 0.0)))
 
 
 def _counts(labels: np.ndarray, k: int) -> list[int]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medfoundry import MedfoundryError
-from medfoundry.data.classification import normalize, read_split
+from medfoundry.data.classification import normalize, read_one_image, read_split
 from medfoundry.explain.attribution import (
     classification_target,
     default_layer,
@@ -30,7 +30,7 @@ from medfoundry.explain.attribution import (
 )
 from medfoundry.explain.sanity import fraction_inside, randomized_copy, rank_similarity
 from medfoundry.inference.classify import Classifier
-from medfoundry.io import Volume, read_image, write_volume
+from medfoundry.io import Volume, read_image, read_volume, write_volume
 from medfoundry.models.sizes import total_stride
 from medfoundry.pool.synonyms import resolve_class
 from medfoundry.runs.checkpoint import load_checkpoint, resolve_checkpoint
@@ -56,7 +56,7 @@ def explain(
     out_dir = Path(out_dir)
     meta = load_checkpoint(_model_path(model), weights=False).meta
     if meta["task"]["name"].startswith("classification"):
-        items = _classifier_items(model, image, data, split, cases)
+        items = _classifier_items(model, image, data, split, cases, class_name)
     else:
         if image is None or class_name is None:
             raise MedfoundryError("a segmentation model is explained on -i IMAGE for one --class")
@@ -87,17 +87,16 @@ class _Item:
         self.make_target = make_target  # net -> the same scalar for another network
 
 
-def _classifier_items(model, image, data, split, cases):
+def _classifier_items(model, image, data, split, cases, class_name):
     clf = Classifier.load(model)
+    chosen_class = (
+        None if class_name is None else clf.classes.index(resolve_class(class_name, clf.classes))
+    )
     if image is not None:
-        vol = read_image(image)
-        if clf.input_shape[0] == 1 and vol.array.shape[1] == 1:
-            arr = vol.array
-        else:
-            arr = resize_map(vol.array[0], clf.input_shape)[None]
-        if list(arr.shape[1:]) != clf.input_shape:
-            arr = np.stack([resize_map(a, clf.input_shape) for a in vol.array])
-        sources = [(Path(image).name.split(".")[0], arr, vol)]
+        original = read_one_image(Path(image))  # the image as read, for its shape and overlay
+        arr = read_one_image(Path(image), clf.input_shape).images[0]
+        vol = _geometry(Path(image), original.images[0])
+        sources = [(original.cases[0], arr, vol)]
     elif data is not None:
         part = read_split(data, split, clf.input_shape)
         chosen = cases if cases else list(range(min(4, len(part.cases))))
@@ -111,7 +110,7 @@ def _classifier_items(model, image, data, split, cases):
     for name, raw, vol in sources:
         x = torch.from_numpy(normalize(np.asarray(raw)[None], intensity))
         p = clf.probabilities(np.asarray(raw)[None])[0]
-        k = int(clf.calls(p[None])[0]) if not clf.task.multilabel else int(np.argmax(p))
+        k = chosen_class if chosen_class is not None else _called_class(clf, p)
 
         def make(net, k=k):
             return classification_target(net, k, clf.task.binary)
@@ -125,6 +124,18 @@ def _classifier_items(model, image, data, split, cases):
         yield _Item(
             name, clf.model, x, make(clf.model), clf.classes[k], float(p[k]), shown, to_image, make
         )
+
+
+def _called_class(clf: Classifier, p: np.ndarray) -> int:
+    """The class a classifier calls (multi-label: the most probable label)."""
+    return int(clf.calls(p[None])[0]) if not clf.task.multilabel else int(np.argmax(p))
+
+
+def _geometry(path: Path, array_czyx: np.ndarray) -> Volume:
+    """The image's own geometry (a picture file: 1 mm pixels) with its array."""
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        return Volume(np.asarray(array_czyx, np.float32), np.ones(3))
+    return read_volume(path).with_array(np.asarray(array_czyx, np.float32))
 
 
 def _segmentation_items(model, image, class_name):
