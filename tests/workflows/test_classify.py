@@ -115,11 +115,11 @@ def test_3d_linear_probe_from_a_segmentation_checkpoint(pretrained, medmnist_dir
     assert clf.input_shape == [28, 28, 28] and clf.ckpt.meta["model"]["strides"][1] == [2, 2, 2]
 
 
-def _png_folder(root, labels, shapes):
+def _png_folder(root, labels, shapes, split=True):
     from PIL import Image
 
     root.mkdir()
-    rows = ["case,label,split"]
+    rows = ["case,label,split" if split else "case,label"]
     rng = np.random.default_rng(0)
     for i, lab in enumerate(labels):
         img = rng.integers(0, 40, (24, 24)).astype(np.uint8)
@@ -127,7 +127,7 @@ def _png_folder(root, labels, shapes):
             y0, x0 = shapes[cls]
             img[y0 : y0 + 8, x0 : x0 + 8] = 220  # each class a bright square in its own place
         Image.fromarray(img).save(root / f"c{i}.png")
-        rows.append(f"c{i},{lab},{'val' if i % 5 == 0 else 'train'}")
+        rows.append(f"c{i},{lab},{'val' if i % 5 == 0 else 'train'}" if split else f"c{i},{lab}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
 
@@ -158,3 +158,15 @@ def test_multiclass_and_multilabel_folders(tmp_path, multilabel):
     r = explain(run, tmp_path / "ex", "occlusion", image=data / "c2.png", class_name="c")
     heat = r["cases"][0]
     assert heat["class"] == "c" and (tmp_path / "ex" / "c2_occlusion.nii.gz").is_file()
+
+
+def test_a_folder_without_splits_validates_on_a_seeded_share(tmp_path):
+    shapes = {"a": (2, 2), "b": (14, 14)}
+    data = _png_folder(tmp_path / "data", ["a", "b"] * 20, shapes, split=False)
+    run = tmp_path / "run"
+    result = train_classifier(
+        data, run, _cfg(epochs=1, iters_per_epoch=10, batch_size=8), progress=False
+    )
+    splits = json.loads((run / "splits.json").read_text())
+    assert len(splits["val"]) == 8 and result["summary"]["n"] == 8  # 20% of 40
+    assert len(result["thresholds"]) == 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError
-from medfoundry.data.classification import prepare_pool, read_split
+from medfoundry.data.classification import load_pool_arrays, prepare_pool, read_split
 from medfoundry.evaluation.classification import threshold_for_sensitivity, youden_threshold
 from medfoundry.evaluation.classification_report import (
     classification_summary,
@@ -38,6 +38,7 @@ from medfoundry.training.config import TrainConfig, check_config
 from medfoundry.training.fit import pretrain
 from medfoundry.transfer.weights import only_groups, transfer_weights
 from medfoundry.utils.atomic import atomic_path
+from medfoundry.utils.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +115,29 @@ def _init_from(source, cfg: TrainConfig):
 
 
 def finish_classifier(run_dir: Path, target_sensitivity: float | None = None) -> tuple[dict, list]:
-    """Choose the thresholds on validation with the best checkpoint, write ``model.safetensors``
-    and the validation evaluation (``RUN/val/``)."""
+    """Choose the thresholds on the run's validation cases with the best checkpoint, write
+    ``model.safetensors`` and the validation evaluation (``RUN/val/``)."""
     ckpt = load_checkpoint(resolve_checkpoint(run_dir))
     clf = Classifier.load(ckpt.path)
-    pool = run_dir / RUN_DATA_DIR
-    source = load_pool(pool)["classification"]["source"]
-    val = read_split(source, "val", clf.input_shape)
-    p = clf.probabilities(val.images)
-    thresholds = choose_thresholds(clf, val.labels, p, target_sensitivity)
+    pool_dir = run_dir / RUN_DATA_DIR
+    by_id = {c["id"]: c for c in load_pool(pool_dir)["cases"]}
+    val = [by_id[i] for i in ckpt.meta["run"]["splits"]["val"]]
+    if not val:
+        raise MedfoundryError(
+            f"{run_dir}: the run has no validation cases to choose a threshold on"
+        )
+    images, labels = load_pool_arrays(pool_dir)
+    index = np.array([c["index"] for c in val])
+    y = labels[index]
+    p = clf.probabilities(np.asarray(images[index]))
+    thresholds = choose_thresholds(clf, y, p, target_sensitivity)
     meta = {**ckpt.description(), "kind": "model"}
     meta["task"] = {**meta["task"], "thresholds": thresholds}
     meta["config"] = {**meta["config"], "init_from": None}
     save_checkpoint(run_dir / MODEL_FILE, meta, ckpt.weights)
-    summary = evaluate_classifier(run_dir, source, "val", run_dir / "val")
+    clf = Classifier.load(run_dir / MODEL_FILE)
+    cases = [c["id"].split("/", 1)[1].removeprefix(f"{c['split']}_") for c in val]  # as read
+    summary = _evaluate_arrays(clf, y, p, cases, run_dir / "val", "val")
     return summary, thresholds
 
 
@@ -159,12 +169,18 @@ def evaluate_classifier(
     if part.classes != clf.classes and not str(data).endswith(".npz"):
         log.warning("the data's classes %s differ from the model's %s", part.classes, clf.classes)
     p = clf.probabilities(part.images)
+    summary = _evaluate_arrays(clf, part.labels, p, part.cases, Path(out_dir), split)
+    summary["data"] = Path(data).name
+    write_json(Path(out_dir) / "summary.json", summary)
+    return summary
+
+
+def _evaluate_arrays(clf: Classifier, y, p, cases, out_dir: Path, split: str) -> dict:
     thresholds = clf.thresholds() if clf.task.binary or clf.task.multilabel else None
-    summary = classification_summary(part.labels, p, clf.classes, clf.task.multilabel, thresholds)
-    summary["split"], summary["data"] = split, Path(data).name
-    out_dir = Path(out_dir)
-    write_classification_report(summary, part.labels, p, out_dir)
-    write_predictions(out_dir / "predictions.csv", part.cases, p, clf, part.labels)
+    summary = classification_summary(y, p, clf.classes, clf.task.multilabel, thresholds)
+    summary["split"] = split
+    write_classification_report(summary, y, p, out_dir)
+    write_predictions(out_dir / "predictions.csv", cases, p, clf, y)
     return summary
 
 
