@@ -32,6 +32,8 @@ def test_segmentation_class_map_has_the_input_geometry(pretrained, hippo_dir, tm
     path = sorted((hippo_dir / "imagesTr").glob("*.nii.gz"))[0]
     r = explain(pretrained, tmp_path, "gradcam", image=path, class_name="hippocampus anterior")
     assert r["cases"][0]["class"] == "hippocampus_anterior"
+    assert isinstance(r["cases"][0]["mean_logit"], float)  # strict JSON: no NaN probability
+    json.loads((tmp_path / "explain.json").read_text(), parse_constant=lambda c: 1 / 0)
     name = path.name.split(".")[0]
     heat, ref = nib.load(tmp_path / f"{name}_gradcam.nii.gz"), nib.load(path)
     assert heat.shape == ref.shape

@@ -82,6 +82,7 @@ class _Item:
     def __init__(self, name, net, x, target, label, probability, image_zyx, to_image, make_target):
         self.name, self.net, self.x, self.target = name, net, x, target
         self.label, self.probability = label, probability
+        self.score_name = "probability"  # segmentation: "mean_logit" over the class's region
         self.image_zyx = image_zyx  # (Z, Y, X) for the overlay, on the written map's grid
         self.to_image = to_image  # map on the network grid -> Volume with the input's geometry
         self.make_target = make_target  # net -> the same scalar for another network
@@ -165,19 +166,21 @@ def _segmentation_items(model, image, class_name):
         return vol.with_array(full[None])
 
     target = make(pred.model)
-    with torch.no_grad():
-        prob = float(torch.sigmoid(target(x))[0]) if not softmax else float("nan")
-    yield _Item(
+    with torch.no_grad():  # the class's mean logit over its predicted region (no probability)
+        score = float(target(x)[0])
+    item = _Item(
         Path(image).name.split(".")[0],
         pred.model,
         x,
         target,
         name,
-        prob,
+        score,
         vol.array[0],
         to_image,
         make,
     )
+    item.score_name = "mean_logit"
+    yield item
 
 
 def _fit_to_network(img: torch.Tensor, pred) -> tuple[torch.Tensor, tuple]:
@@ -210,7 +213,7 @@ def _explain_one(item: _Item, method: str, layer: str | None, sanity: bool, out_
     row = {
         "case": item.name,
         "class": item.label,
-        "probability": item.probability,
+        item.score_name: item.probability,
         "method": method,
         "layer": layer if method == "gradcam" else None,
         "heatmap": nii.name,
