@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfoundry.cli.arg_types import positive_int
+from medfoundry.data.classification import SPLITS as SPLIT_CHOICES
 from medfoundry.models.sizes import MODEL_SIZES
-
-SPLIT_CHOICES = ("train", "val", "test")
 
 
 def add_classify(sub, common) -> None:
@@ -113,7 +112,7 @@ def _train(a) -> None:
     import math
 
     from medfoundry import MedfoundryError
-    from medfoundry.data.classification import read_split
+    from medfoundry.data.classification import plan_batch_size, read_split
     from medfoundry.training.config import TrainConfig, apply_overrides
     from medfoundry.workflows.classify import train_classifier
 
@@ -127,8 +126,9 @@ def _train(a) -> None:
     if a.iters_per_epoch:
         cfg.iters_per_epoch = a.iters_per_epoch
     elif not (a.out / "checkpoints").is_dir():  # one pass over the training images
-        n = len(read_split(a.data, "train").cases)
-        batch = cfg.batch_size or _plan_batch(a.data)
+        train = read_split(a.data, "train")
+        batch = cfg.batch_size or plan_batch_size(train.images.shape[2:])
+        n = len(train.cases)
         cfg.iters_per_epoch = max(1, math.ceil(n / batch))
     out = train_classifier(
         a.data, a.out, cfg, a.source, a.finetune, a.target_sensitivity, progress=not a.quiet
@@ -140,15 +140,6 @@ def _train(a) -> None:
         f"(95% CI {_ci(s['accuracy'])}), threshold {out['thresholds']} -> "
         f"{a.out / 'model.safetensors'}, {a.out / 'val'}"
     )
-
-
-def _plan_batch(data: Path) -> int:
-    import numpy as np
-
-    from medfoundry.data.classification import BATCH_VOXELS, read_split
-
-    shape = read_split(data, "train").images.shape[2:]
-    return int(np.clip(BATCH_VOXELS // int(np.prod(shape)), 2, 128))
 
 
 def _evaluate(a) -> None:

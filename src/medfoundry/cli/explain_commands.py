@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfoundry.cli.arg_types import positive_int
-
-SPLIT_CHOICES = ("train", "val", "test")
+from medfoundry.data.classification import SPLITS as SPLIT_CHOICES
 
 
 def add_explain(sub, common) -> None:

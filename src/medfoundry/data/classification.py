@@ -164,12 +164,17 @@ def _plan(pool_dir: Path, name: str, train: LabelledImages) -> dict:
         "kind": "classification",
         "in_channels": int(train.images.shape[1]),
         "patch_size_vox": shape,
-        "batch_size": int(np.clip(BATCH_VOXELS // int(np.prod(shape)), 2, 128)),
+        "batch_size": plan_batch_size(shape),
         "stages": [{"stride": s} for s in stage_strides(shape, list(train.spacing_mm), MAX_STAGES)],
         "datasets": {name: {"target_spacing_mm": train.spacing_mm}},
         "intensity": {"mean": mean, "std": std or 1.0},
         "spacing_mm": train.spacing_mm,
     }
+
+
+def plan_batch_size(shape_zyx) -> int:
+    """About :data:`BATCH_VOXELS` voxels per batch, 2 to 128 images."""
+    return int(np.clip(BATCH_VOXELS // int(np.prod(shape_zyx)), 2, 128))
 
 
 def _mean_std(images: np.ndarray, chunk: int = 64) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from medfoundry.inference.classify import Classifier
 from medfoundry.io import Volume, read_image, read_volume, write_volume
 from medfoundry.models.sizes import total_stride
 from medfoundry.pool.synonyms import resolve_class
+from medfoundry.preprocessing.invert import invert_values
 from medfoundry.runs.checkpoint import load_checkpoint, resolve_checkpoint
 from medfoundry.utils.jsonfile import write_json
 
@@ -158,12 +159,7 @@ def _segmentation_items(model, image, class_name):
     def to_image(m):
         grid = np.zeros(props["shape_zyx"], np.float32)
         grid[crop] = m[tuple(slice(0, s.stop - s.start) for s in crop)]
-        if props["resampled"]:
-            grid = resize_map(grid, props["cropped_shape_zyx"])
-        full = np.zeros(vol.shape_zyx, np.float32)
-        (z0, z1), (y0, y1), (x0, x1) = props["nonzero_bbox"]
-        full[z0:z1, y0:y1, x0:x1] = grid
-        return vol.with_array(full[None])
+        return vol.with_array(invert_values(grid, props)[None])  # as predictions are inverted
 
     target = make(pred.model)
     with torch.no_grad():  # the class's mean logit over its predicted region (no probability)
