@@ -113,6 +113,7 @@ targets:
     channels: [0, 1]
     val_fraction: 0.34
     patch: [32, 64, 64]
+    spacing: [3.0, 3.0, 3.0]
 """
 
 
@@ -124,7 +125,9 @@ def test_brats_is_a_two_channel_target_and_the_one_channel_stem_adapts(data_dir,
     argv = ["-q", "benchmark", "fewshot", "--data", str(data_dir), "-o", str(out)]
     assert main([*argv, "--preset", str(preset)]) == 0
     d = out / "brats"
-    assert json.loads((d / "target" / "plan.json").read_text())["in_channels"] == 2
+    plan = json.loads((d / "target" / "plan.json").read_text())
+    assert plan["in_channels"] == 2
+    assert plan["datasets"]["brats"]["target_spacing_mm"] == [3.0, 3.0, 3.0]
     # 6 cases: 2 fixed validation cases (FLAIR + T1c files each), 2 of the other 4 train.
     assert len(list((d / "val_images").glob("*_0001.nii.gz"))) == 1  # val_max_cases: 1
     init = json.loads((d / "n2_s0" / "supervised" / "init.json").read_text())

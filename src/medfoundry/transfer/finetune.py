@@ -37,10 +37,12 @@ def prepare_target(
     patch_size_vox: list[int] | None = None,
     jobs: int = 1,
     progress: bool = True,
+    spacing_mm: list[float] | None = None,
 ) -> Path:
     """Pool, plan and preprocess a target dataset (a dataset folder in nnU-Net, MSD or plain layout
     with a ``dataset.json``, a one-dataset pool file or :class:`PoolSpec`) into ``pool_dir``. A folder that already is a
-    preprocessed pool (``pool.json`` + ``plan.json``) is returned as it is."""
+    preprocessed pool (``pool.json`` + ``plan.json``) is returned as it is. ``spacing_mm``: the
+    (Z, Y, X) mm grid to resample to instead of the planned one."""
     if isinstance(data, PoolSpec):
         spec: object = data
     elif (Path(data) / "pool.json").is_file() and (Path(data) / "plan.json").is_file():
@@ -59,7 +61,9 @@ def prepare_target(
     build_pool(spec, pool_dir, jobs=jobs, progress=progress)
     if len(load_pool(pool_dir)["datasets"]) != 1:
         raise MedfoundryError(f"{data}: fine-tuning needs exactly one target dataset")
-    make_plan(pool_dir, model=model, memory_gb=memory_gb, patch_size_vox=patch_size_vox)
+    name = load_pool(pool_dir)["datasets"].keys()
+    spacing = {n: list(spacing_mm) for n in name} if spacing_mm else None
+    make_plan(pool_dir, model, memory_gb, patch_size_vox, target_spacing_mm=spacing)
     preprocess_pool(pool_dir, jobs=jobs, progress=progress)
     return pool_dir
 

@@ -67,6 +67,9 @@ class FewshotTarget:
     T1c, while its images in the one-channel SSL pool stay FLAIR). The pretrained stem adapts."""
     val_fraction: float | None = None
     """The target's validation fraction (default: the benchmark's ``val_fraction``)."""
+    spacing: list[float] | None = None
+    """The target's (Z, Y, X) mm spacing instead of the planned one (e.g. a coarse grid for a quick
+    check; validation is still scored on the original grid)."""
 
 
 def fewshot_training() -> TrainConfig:
@@ -156,7 +159,7 @@ def _target(spec, t: FewshotTarget, out: Path, cfg, jobs: int, progress: bool) -
         dataset = dataclasses.replace(dataset, channels=list(t.channels))
     target_spec = dataclasses.replace(spec, name=t.name, datasets=[dataset])
     target_dir = prepare_target(
-        target_spec, out / "target", cfg.train.model, 8.0, t.patch, jobs, progress
+        target_spec, out / "target", cfg.train.model, 8.0, t.patch, jobs, progress, t.spacing
     )
     pool = load_pool(target_dir)
     val_fraction = cfg.val_fraction if t.val_fraction is None else t.val_fraction
