@@ -16,8 +16,12 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
     """Register every subcommand; ``common`` holds options (-q, --debug) each one accepts."""
     from medfoundry.cli import (
         classify_commands,
+        dicom_commands,
         explain_commands,
         interactive_commands,
+        report_commands,
+        review_commands,
+        serve_commands,
         train_commands,
         transfer_commands,
     )
@@ -36,6 +40,10 @@ def add_all(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
         classify_commands.add_classify,
         explain_commands.add_explain,
         explain_commands.add_uncertainty,
+        report_commands.add_report,
+        review_commands.add_review,
+        dicom_commands.add_dicom,
+        serve_commands.add_serve,
         transfer_commands.add_benchmark,
         _add_run,
     ):

@@ -1,0 +1,1 @@
+"""``medfoundry serve``: the web app (being written)."""
