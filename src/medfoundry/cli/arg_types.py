@@ -25,3 +25,16 @@ positive_int = _number(int, 1, True)
 non_negative_int = _number(int, 0, True)
 positive_float = _number(float, 0, False)
 non_negative_float = _number(float, 0, True)
+
+
+def add_output_type(p, seg_name: str) -> None:
+    """``--output-type``, shared by ``predict`` and ``segment``."""
+    from medfoundry.inference.predict_files import OUTPUT_TYPES
+
+    p.add_argument(
+        "--output-type",
+        choices=OUTPUT_TYPES,
+        default="nifti",
+        help=f"nifti (default; the input's format and header) or dicom-seg (DICOM series inputs: "
+        f"{seg_name}, a DICOM SEG referencing the series, one segment per class)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfoundry import MedfoundryError
-from medfoundry.cli.arg_types import positive_int
+from medfoundry.cli.arg_types import add_output_type, positive_int
 
 
 def add_segment(sub, common) -> None:
@@ -47,6 +47,7 @@ def add_segment(sub, common) -> None:
         "--dataset", help="pool models: the dataset whose preprocessing to use (default: the first)"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_output_type(p, "OUT")
     p.set_defaults(func=_segment)
 
 
@@ -68,7 +69,9 @@ def _segment(a) -> None:
         objects = [ObjectPrompts([parse_point(p) for p in a.point], box)]
     elif a.prompts is not None:
         objects = read_prompts(a.prompts)
-    done = segment_image(a.model, a.input, a.out, objects, a.classes, a.device, a.dataset)
+    done = segment_image(
+        a.model, a.input, a.out, objects, a.classes, a.device, a.dataset, a.output_type
+    )
     labels = ", ".join(f"{n}={i}" for n, i in done["labels"].items())
     extra = ""
     if "timings" in done:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medfoundry import MedfoundryError
 from medfoundry.cli.arg_types import (
+    add_output_type,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -119,7 +120,8 @@ def add_predict(sub, common) -> None:
         required=True,
         type=Path,
         metavar="FILE_OR_DIR",
-        help="an image, a folder of images ({case}_0000.nii.gz channel files are grouped), or a DICOM series folder",
+        help="an image, a folder of images ({case}_0000.nii.gz channel files are grouped), or a "
+        "DICOM series folder (FOLDER::SERIES picks one of several: `medfoundry dicom ls` lists them)",
     )
     p.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR")
     p.add_argument(
@@ -139,6 +141,7 @@ def add_predict(sub, common) -> None:
         "--dataset", help="pool models: the dataset whose preprocessing and label ids to use"
     )
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz")
+    add_output_type(p, "{case}_seg.dcm")
     p.add_argument(
         "--largest-component",
         nargs="*",
@@ -167,7 +170,7 @@ def _predict(a) -> int:
     )
     group_inputs(a.input)
     predictor = Predictor(load_checkpoint(resolve_checkpoint(a.model)), a.device, options)
-    out = predict_paths(predictor, a.input, a.out, progress=not a.quiet)
+    out = predict_paths(predictor, a.input, a.out, not a.quiet, a.output_type)
     print(
         f"predicted {len(out['written'])} case(s), kept {len(out['kept'])}, failed {len(out['failed'])} -> {out['out_dir']}"
     )

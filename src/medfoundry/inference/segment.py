@@ -23,8 +23,10 @@ import numpy as np
 
 from medfoundry import MedfoundryError
 from medfoundry.inference.interactive import InteractiveSession
+from medfoundry.inference.predict_files import write_labels
 from medfoundry.inference.predictor import Predictor
-from medfoundry.io import read_image, write_volume
+from medfoundry.io import read_image
+from medfoundry.io.dicom import split_selector
 from medfoundry.pool.synonyms import resolve_class
 
 
@@ -100,9 +102,13 @@ def segment_image(
     classes: list[str] | None = None,
     device: str = "auto",
     dataset: str | None = None,
+    output_type: str = "nifti",
 ) -> dict:
     """Segment one image and write ``out_path`` (``dataset``: a pool model's dataset whose
-    preprocessing and ids to use); returns what was written (labels and names)."""
+    preprocessing and ids to use; ``output_type``: ``nifti`` or ``dicom-seg`` for a DICOM series
+    input); returns what was written (labels and names)."""
+    if output_type == "dicom-seg" and not Path(split_selector(image_path)[0]).is_dir():
+        raise MedfoundryError("--output-type dicom-seg needs a DICOM series folder as input")
     image = read_image(image_path)
     if objects:
         check_inside(objects, image.shape_zyx)
@@ -120,7 +126,8 @@ def segment_image(
             labels[session.mask()] = label
             written[o.name] = label
         dtype = np.uint8 if labels.max() < 256 else np.uint16
-        write_volume(image.with_array(labels.astype(dtype)[None]), out_path)
+        names = {label: name for name, label in written.items()}
+        write_labels(image.with_array(labels.astype(dtype)[None]), out_path, names, output_type)
         return {"labels": written, "mode": "prompted", "timings": session.timings}
     predictor = Predictor.from_checkpoint(model, device, mirror=False, dataset=dataset)
     if classes:
@@ -129,7 +136,8 @@ def segment_image(
             model, device, mirror=False, dataset=dataset, classes=names
         )
     prediction = predictor.predict(image, name=str(image_path))
-    write_volume(prediction.labels, out_path)
+    names = dict(zip(prediction.class_ids, prediction.class_names, strict=True))
+    write_labels(prediction.labels, out_path, names, output_type)
     return {
         "labels": dict(zip(prediction.class_names, prediction.class_ids, strict=True)),
         "mode": "automatic",

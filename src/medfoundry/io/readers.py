@@ -45,9 +45,12 @@ class VolumeReadError(MedfoundryError):
 
 
 def file_format(path: str | os.PathLike) -> str:
-    """``"nifti"``, ``"itk"`` or ``"dicom_series"`` (a folder) for a path, by suffix."""
-    p = Path(path)
-    if p.is_dir():
+    """``"nifti"``, ``"itk"`` or ``"dicom_series"`` (a folder, or ``FOLDER::SERIES``) for a path,
+    by suffix."""
+    from medfoundry.io.dicom import split_selector
+
+    p, choice = split_selector(path)
+    if p.is_dir() or choice is not None:
         return "dicom_series"
     name = p.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
@@ -61,12 +64,15 @@ def file_format(path: str | os.PathLike) -> str:
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    """Read one file (or a DICOM series folder) into a ``(C, Z, Y, X)`` volume.
+    """Read one file (or a DICOM series folder, ``FOLDER::SERIES`` to pick one of several: see
+    :mod:`medfoundry.io.dicom`) into a ``(C, Z, Y, X)`` volume.
 
     A 4D NIfTI ``(X, Y, Z, C)`` or a vector-valued NRRD/MHA gives ``C > 1``; NIfTI scale factors
     (``scl_slope``/``scl_inter``) are applied.
     """
-    p = Path(path)
+    from medfoundry.io.dicom import split_selector
+
+    p, choice = split_selector(path)
     if not p.exists():
         raise VolumeReadError(path, "file not found")
     fmt = file_format(p)
@@ -79,7 +85,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
             elif fmt == "itk":
                 vol = _read_itk(p)
             else:
-                vol = _read_dicom_series(p)
+                vol = _read_dicom_series(p, choice)
     except VolumeReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - every library failure becomes one named error
@@ -240,26 +246,19 @@ def _read_nifti(path: Path) -> Volume:
 def _read_itk(path: Path) -> Volume:
     import SimpleITK as sitk
 
-    return _from_sitk(sitk.ReadImage(str(path)), path)
+    return from_sitk(sitk.ReadImage(str(path)), path)
 
 
-def _read_dicom_series(folder: Path) -> Volume:
-    import SimpleITK as sitk
+def _read_dicom_series(folder: Path, choice: str | None) -> Volume:
+    from medfoundry.io.dicom import DicomSeriesError, read_series
 
-    reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise VolumeReadError(folder, "folder holds no DICOM series")
-    if len(series) > 1:
-        raise VolumeReadError(
-            folder,
-            f"folder holds {len(series)} DICOM series ({', '.join(series)}); give one series per folder",
-        )
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return _from_sitk(reader.Execute(), folder)
+    try:
+        return read_series(folder, choice)
+    except DicomSeriesError as exc:
+        raise VolumeReadError(folder, str(exc)) from exc
 
 
-def _from_sitk(img, path: Path) -> Volume:
+def from_sitk(img, path: Path) -> Volume:
     """A SimpleITK image (3D, scalar or vector-valued) of ``path`` as a ``(C, Z, Y, X)`` volume."""
     import SimpleITK as sitk
 

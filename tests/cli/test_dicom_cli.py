@@ -1,0 +1,77 @@
+"""DICOM through the CLI: predict/segment a series into a DICOM SEG that reads back as the NIfTI
+output, `dicom ls`, `deid`, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from medfoundry.cli.main import main
+from medfoundry.io import read_image, read_label
+from medfoundry.io.dicom_seg import read_dicom_seg
+from tests.io.synthetic_dicom import write_series
+
+
+@pytest.fixture(scope="module")
+def series(hippo_dir, tmp_path_factory):
+    """A real hippocampus MR volume written as an oblique DICOM series (files in random order)."""
+    image = read_image(sorted((hippo_dir / "imagesTr").glob("*.nii.gz"))[0])
+    folder = tmp_path_factory.mktemp("dicom") / "mr"
+    tilt = (1.0, 0.0, 0.0, 0.0, 0.9848078, -0.1736482)  # 10 degrees about x
+    stored = np.round(image.array[0]).astype(np.int16)
+    spacing = tuple(image.spacing_mm)
+    write_series(folder, stored, spacing, orientation=tilt, modality="MR", intercept=0.0)
+    return folder
+
+
+def test_predict_writes_a_seg_of_the_series_equal_to_the_nifti_output(pretrained, series, tmp_path):
+    args = ["-q", "predict", "-m", str(pretrained), "-i", str(series), "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "nii")]) == 0
+    assert main([*args, "-o", str(tmp_path / "seg"), "--output-type", "dicom-seg"]) == 0
+    nifti = read_label(tmp_path / "nii" / "mr.nii.gz")
+    seg, names = read_dicom_seg(tmp_path / "seg" / "mr_seg.dcm", series)
+    ds = pydicom.dcmread(tmp_path / "seg" / "mr_seg.dcm", stop_before_pixels=True)
+    ids = [int(s.TrackingID.split()[-1]) for s in ds.SegmentSequence]  # "class <id>"
+    to_class = np.array([0, *ids])
+    np.testing.assert_array_equal(to_class[seg.array], nifti.array)
+    assert nifti.same_geometry(seg) and len(names) == len(ids) >= 1
+    assert nifti.array.any()  # a real prediction, not an empty map
+
+
+def test_segment_a_box_on_a_series_into_a_seg(promptable_run, series, hippo_dir, tmp_path, capsys):
+    out = tmp_path / "box.dcm"
+    argv = ["-q", "segment", "-m", str(promptable_run), "-i", str(series), "-o", str(out)]
+    assert main([*argv, "--box", "10,10,10,25,30,25", "--output-type", "dicom-seg"]) == 0
+    seg, names = read_dicom_seg(out, series)
+    assert names == {1: "object"} and seg.shape_zyx == read_image(series).shape_zyx
+    capsys.readouterr()
+    nifti = sorted((hippo_dir / "imagesTr").glob("*.nii.gz"))[0]
+    argv = ["-q", "segment", "-m", str(promptable_run), "-i", str(nifti), "-o", str(tmp_path / "x")]
+    assert main([*argv, "--box", "0,1,1,1,2,2", "--output-type", "dicom-seg"]) == 2
+    assert "needs a DICOM series" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_dicom_ls_and_deid_from_the_command_line(data_dir, tmp_path, capsys):
+    sample = data_dir / "dicom_ct_seg_sample"
+    assert main(["dicom", "ls", str(sample), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["modality"], r["slices"]) for r in rows] == [("CT", 3)]
+    assert main(["-q", "deid", str(sample), str(tmp_path / "out")]) == 0
+    assert "de-identified 4 file(s) in 2 series" in capsys.readouterr().out
+    assert main(["-q", "deid", str(sample), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists and is not an empty folder" in err[0]
+
+
+def test_predict_dicom_seg_of_a_nifti_is_a_reported_failure(
+    pretrained, hippo_dir, tmp_path, caplog
+):
+    image = sorted((hippo_dir / "imagesTr").glob("*.nii.gz"))[0]
+    argv = ["-q", "predict", "-m", str(pretrained), "-i", str(image), "-o", str(tmp_path / "o")]
+    assert main([*argv, "--output-type", "dicom-seg", "--device", "cpu"]) == 1
+    assert "needs a DICOM series" in caplog.text
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.dcm"))
