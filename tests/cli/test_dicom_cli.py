@@ -30,7 +30,7 @@ def series(hippo_dir, tmp_path_factory):
 def test_predict_writes_a_seg_of_the_series_equal_to_the_nifti_output(pretrained, series, tmp_path):
     args = ["-q", "predict", "-m", str(pretrained), "-i", str(series), "--device", "cpu"]
     assert main([*args, "-o", str(tmp_path / "nii")]) == 0
-    assert main([*args, "-o", str(tmp_path / "seg"), "--output-type", "dicom-seg"]) == 0
+    assert main([*args, "-o", str(tmp_path / "seg"), "--output-type", "dicom-seg", "--report"]) == 0
     nifti = read_label(tmp_path / "nii" / "mr.nii.gz")
     seg, names = read_dicom_seg(tmp_path / "seg" / "mr_seg.dcm", series)
     ds = pydicom.dcmread(tmp_path / "seg" / "mr_seg.dcm", stop_before_pixels=True)
@@ -39,6 +39,12 @@ def test_predict_writes_a_seg_of_the_series_equal_to_the_nifti_output(pretrained
     np.testing.assert_array_equal(to_class[seg.array], nifti.array)
     assert nifti.same_geometry(seg) and len(names) == len(ids) >= 1
     assert nifti.array.any()  # a real prediction, not an empty map
+    findings = json.loads((tmp_path / "seg" / "mr_findings.json").read_text())
+    assert findings["modality"] == "MR" and findings["intensity_unit"] != "HU"
+    volumes = {s["id"]: s["volume_ml"] for s in findings["structures"]}
+    voxel_ml = float(np.prod(nifti.spacing_mm)) / 1000
+    assert volumes == pytest.approx({i: (nifti.array == i).sum() * voxel_ml for i in ids})
+    assert (tmp_path / "seg" / "mr_findings.html").is_file()
 
 
 def test_segment_a_box_on_a_series_into_a_seg(promptable_run, series, hippo_dir, tmp_path, capsys):

@@ -143,6 +143,16 @@ def add_predict(sub, common) -> None:
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}.npz")
     add_output_type(p, "{case}_seg.dcm")
     p.add_argument(
+        "--report",
+        action="store_true",
+        help="also the findings of each case (medfoundry report): {case}_findings.json and .html",
+    )
+    p.add_argument(
+        "--modality",
+        metavar="NAME",
+        help="with --report: CT reports HU (default: the DICOM series' modality, else none)",
+    )
+    p.add_argument(
         "--largest-component",
         nargs="*",
         metavar="NAME_OR_ID",
@@ -152,6 +162,18 @@ def add_predict(sub, common) -> None:
     p.add_argument("--no-amp", action="store_true", help="fp32 even where bf16 is native")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.set_defaults(func=_predict)
+
+
+def _findings_writer(out_dir: Path, modality: str | None):
+    """``after_case`` for ``predict --report``: the findings of each written case."""
+    from medfoundry.workflows.findings_report import write_findings_report
+
+    def write(case, image, pred) -> None:
+        names = dict(zip(pred.class_ids, pred.class_names, strict=True))
+        kind = modality or image.meta.get("modality")
+        write_findings_report(pred.labels, names, out_dir, image, kind, case)
+
+    return write
 
 
 def _predict(a) -> int:
@@ -170,7 +192,8 @@ def _predict(a) -> int:
     )
     group_inputs(a.input)
     predictor = Predictor(load_checkpoint(resolve_checkpoint(a.model)), a.device, options)
-    out = predict_paths(predictor, a.input, a.out, not a.quiet, a.output_type)
+    after = _findings_writer(a.out, a.modality) if a.report else None
+    out = predict_paths(predictor, a.input, a.out, not a.quiet, a.output_type, after)
     print(
         f"predicted {len(out['written'])} case(s), kept {len(out['kept'])}, failed {len(out['failed'])} -> {out['out_dir']}"
     )

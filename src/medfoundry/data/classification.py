@@ -87,9 +87,13 @@ def read_split(
 
 
 def read_one_image(path: Path, shape: list[int] | None = None) -> LabelledImages:
-    """One unlabelled image file as a split of one case (named after the file), resampled to
-    ``shape`` when given."""
-    array, spacing = _read_image(path.parent, path.name)
+    """One unlabelled image file (or DICOM series folder, ``FOLDER::SERIES``) as a split of one
+    case (named after the file), resampled to ``shape`` when given."""
+    if path.is_dir() or "::" in str(path):
+        vol = read_volume(path)
+        array, spacing = vol.array.astype(np.float32), [float(s) for s in vol.spacing_mm]
+    else:
+        array, spacing = _read_image(path.parent, path.name)
     if shape is not None:
         array = _resample(array, shape)
     case = path.name.split(".")[0]

@@ -102,11 +102,14 @@ def predict_paths(
     out_dir: str | os.PathLike,
     progress: bool = True,
     output_type: str = "nifti",
+    after_case=None,
 ) -> dict:
     """Predict every case under ``inputs`` into ``out_dir``; returns ``{"written": [...], "kept":
     [...], "failed": {case: reason}, "out_dir": ...}``. A case whose files were made by the same
     model and settings from the same inputs is kept (rerun = resume); any other is predicted again.
-    ``output_type="dicom-seg"`` writes ``{case}_seg.dcm`` for DICOM series inputs."""
+    ``output_type="dicom-seg"`` writes ``{case}_seg.dcm`` for DICOM series inputs.
+    ``after_case(case, image, prediction)``: called after a case's files are written (e.g. a
+    findings report); its errors fail that case like a prediction error."""
     if output_type not in OUTPUT_TYPES:
         raise MedfoundryError(f"unknown output type {output_type!r}; one of {OUTPUT_TYPES}")
     cases = group_inputs(inputs)  # bad input fails before anything is written
@@ -131,7 +134,7 @@ def predict_paths(
             log.info("%s: predicting again: %s", case, reason)
         _remove_case(out_dir, case, suffix)  # nothing of another model or try outlives a failure
         try:
-            pred = _predict_case(predictor, files, case, progress)
+            image, pred = _predict_case(predictor, files, case, progress)
             if output_type == "dicom-seg" and "dicom" not in pred.labels.meta:
                 raise MedfoundryError(f"{files[0]}: --output-type dicom-seg needs a DICOM series")
         except (MedfoundryError, ValueError, OSError) as exc:
@@ -139,6 +142,13 @@ def predict_paths(
             log.warning("skipped %s: %s", case, exc)
             continue
         _write_case(pred, outputs, record_path(out_dir, case), expected, output_type)
+        if after_case is not None:
+            try:
+                after_case(case, image, pred)
+            except (MedfoundryError, ValueError, OSError) as exc:
+                failed[case] = str(exc)
+                log.warning("%s: predicted, but %s", case, exc)
+                continue
         written.append(case)
     return {"written": written, "kept": kept, "failed": failed, "out_dir": str(out_dir)}
 
@@ -147,7 +157,7 @@ def _predict_case(predictor, files: list[Path], case: str, progress: bool):
     """Read one case and predict it; NaN/Inf voxels are an error naming the file."""
     image = read_image(files)
     check_finite(image, files)
-    return predictor.predict(image, progress=progress, name=case)
+    return image, predictor.predict(image, progress=progress, name=case)
 
 
 def check_finite(image: Volume, files: list[Path]) -> None:
