@@ -35,6 +35,14 @@ COMMANDS = [
     ["explain"],
     ["uncertainty"],
     ["benchmark", "uncertainty"],
+    ["review"],
+    ["review", "queue"],
+    ["review", "accept"],
+    ["report"],
+    ["dicom"],
+    ["dicom", "ls"],
+    ["deid"],
+    ["serve"],
 ]
 
 
@@ -57,6 +65,13 @@ def test_every_command_has_help(cmd, capsys):
         (["classify", "train", "--data", "none.npz", "-o", "x"], "none.npz: not a MedMNIST"),
         (["classify", "evaluate", "-m", "nowhere", "--data", "d.npz", "-o", "x"], "nowhere"),
         (["explain", "-m", "nowhere", "-o", "x"], "nowhere"),
+        (["review", "queue", "-m", "m", "-i", "missing", "-o", "x"], "missing: not found"),
+        (["dicom", "ls", "nowhere"], "nowhere: not a folder"),
+        (["deid", "nowhere", "out"], "nowhere: not found"),
+        (
+            ["review", "accept", "--queue", "x", "--corrected", "c", "--dataset", "d"],
+            "x: not a review queue",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(argv, message, tmp_path, monkeypatch, capsys):

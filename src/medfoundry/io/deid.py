@@ -52,6 +52,8 @@ def deidentify(
     from dicomanonymizer import simpledicomanonymizer as anonymizer
 
     in_path, out_dir = Path(in_path), Path(out_dir)
+    if not in_path.exists():
+        raise MedfoundryError(f"{in_path}: not found")
     _check_out(in_path, out_dir)
     files = _dicom_files(in_path)
     partial = out_dir.with_name(out_dir.name + ".partial")
@@ -99,8 +101,6 @@ def deidentify(
 
 
 def _dicom_files(in_path: Path) -> list[Path]:
-    if not in_path.exists():
-        raise MedfoundryError(f"{in_path}: not found")
     candidates = [in_path] if in_path.is_file() else sorted(in_path.rglob("*"))
     files = [p for p in candidates if p.is_file() and is_dicom_file(p)]
     if not files:
@@ -112,8 +112,8 @@ def _check_out(in_path: Path, out_dir: Path) -> None:
     """OUT is new (or an empty folder) and outside IN, so no input is overwritten or re-read."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise MedfoundryError(f"{out_dir}: exists and is not an empty folder")
-    src = in_path.resolve() if in_path.is_dir() else in_path.resolve().parent
-    if out_dir.resolve() == src or src in out_dir.resolve().parents:
+    src = in_path.resolve()
+    if in_path.is_dir() and (out_dir.resolve() == src or src in out_dir.resolve().parents):
         raise MedfoundryError(f"{out_dir}: must not be inside the input folder")
 
 

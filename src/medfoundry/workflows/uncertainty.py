@@ -96,25 +96,31 @@ def _case(predictor: Predictor, case: str, image_files, ref_file, out: Path) -> 
     if ref.shape != image.shape_zyx:
         raise MedfoundryError(f"{ref_file}: shape {ref.shape} differs from its image's")
     result = predict_with_uncertainty(predictor, image)
-    pred = result.labels.array[0]
-    ids = [i for i in predictor.output_ids if (ref == i).any()]
-    dices = [dice_score(pred == i, ref == i) for i in ids]
+    dice = reference_dice(result.labels.array[0], ref, predictor.output_ids)
     write_volume(result.entropy, path_inside(out, "maps", f"{case}_entropy.nii.gz"))
     return {
         "case": case,
-        "dice": round(float(np.mean(dices)), 5) if dices else None,
+        "dice": None if dice is None else round(dice, 5),
         **{k: round(v, 6) for k, v in result.scores.items()},
     }
 
 
-def rank_table(rows: list[dict]) -> list[dict]:
-    """Per score: Spearman's rho with Dice and the hits among the worst quarter (see module doc)."""
+def reference_dice(pred: np.ndarray, ref: np.ndarray, ids: list[int]) -> float | None:
+    """Mean Dice of label map ``pred`` against ``ref`` (both ``(Z, Y, X)``) over the ``ids`` that
+    ``ref`` holds; None when it holds none of them."""
+    dices = [dice_score(pred == i, ref == i) for i in ids if (ref == i).any()]
+    return float(np.mean(dices)) if dices else None
+
+
+def rank_table(rows: list[dict], scores: tuple[str, ...] = SCORES) -> list[dict]:
+    """Per score (a key of every row): Spearman's rho with Dice and the hits among the worst quarter
+    (see module doc)."""
     rows = [r for r in rows if r["dice"] is not None]
     dice = np.array([r["dice"] for r in rows])
     k = max(1, math.floor(len(rows) / 4))
     worst = set(np.argsort(dice, kind="stable")[:k].tolist())
     table = []
-    for score in SCORES:
+    for score in scores:
         s = np.array([r[score] for r in rows])
         constant = np.ptp(s) == 0 or np.ptp(dice) == 0  # no ranking to correlate
         rho, p = (float("nan"), float("nan")) if constant else stats.spearmanr(s, dice)
