@@ -45,6 +45,21 @@ def test_predict_writes_a_seg_of_the_series_equal_to_the_nifti_output(pretrained
     voxel_ml = float(np.prod(nifti.spacing_mm)) / 1000
     assert volumes == pytest.approx({i: (nifti.array == i).sum() * voxel_ml for i in ids})
     assert (tmp_path / "seg" / "mr_findings.html").is_file()
+    sr = pydicom.dcmread(tmp_path / "seg" / "mr_findings_sr.dcm")
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    present = [s for s in findings["structures"] if s["voxels"]]
+    assert sorted(_numbers(sr, "Volume")) == pytest.approx(sorted(s["volume_ml"] for s in present))
+
+
+def _numbers(ds, meaning: str) -> list[float]:
+    """The values of every NUM content item called ``meaning`` in an SR tree."""
+    found = []
+    for item in ds.get("ContentSequence", []):
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if item.ValueType == "NUM" and name == meaning:
+            found.append(float(item.MeasuredValueSequence[0].NumericValue))
+        found += _numbers(item, meaning)
+    return found
 
 
 def test_segment_a_box_on_a_series_into_a_seg(promptable_run, series, hippo_dir, tmp_path, capsys):

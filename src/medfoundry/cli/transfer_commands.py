@@ -145,7 +145,8 @@ def add_predict(sub, common) -> None:
     p.add_argument(
         "--report",
         action="store_true",
-        help="also the findings of each case (medfoundry report): {case}_findings.json and .html",
+        help="also the findings of each case (medfoundry report): {case}_findings.json and .html "
+        "(with --output-type dicom-seg also {case}_findings_sr.dcm, a DICOM SR of them)",
     )
     p.add_argument(
         "--modality",
@@ -164,14 +165,20 @@ def add_predict(sub, common) -> None:
     p.set_defaults(func=_predict)
 
 
-def _findings_writer(out_dir: Path, modality: str | None):
-    """``after_case`` for ``predict --report``: the findings of each written case."""
+def _findings_writer(out_dir: Path, modality: str | None, sr: bool):
+    """``after_case`` for ``predict --report``: the findings of each written case, and with a
+    DICOM SEG output a DICOM SR of them referencing the SEG."""
+    from medfoundry.io.dicom_sr import write_findings_sr
     from medfoundry.workflows.findings_report import write_findings_report
 
     def write(case, image, pred) -> None:
         names = dict(zip(pred.class_ids, pred.class_names, strict=True))
         kind = modality or image.meta.get("modality")
-        write_findings_report(pred.labels, names, out_dir, image, kind, case)
+        findings = write_findings_report(pred.labels, names, out_dir, image, kind, case)
+        if sr:
+            seg = out_dir / f"{case}_seg.dcm"
+            files = image.meta["dicom"]["files"]
+            write_findings_sr(findings, seg, files, out_dir / f"{case}_findings_sr.dcm")
 
     return write
 
@@ -192,7 +199,8 @@ def _predict(a) -> int:
     )
     group_inputs(a.input)
     predictor = Predictor(load_checkpoint(resolve_checkpoint(a.model)), a.device, options)
-    after = _findings_writer(a.out, a.modality) if a.report else None
+    sr = a.output_type == "dicom-seg"
+    after = _findings_writer(a.out, a.modality, sr) if a.report else None
     out = predict_paths(predictor, a.input, a.out, not a.quiet, a.output_type, after)
     print(
         f"predicted {len(out['written'])} case(s), kept {len(out['kept'])}, failed {len(out['failed'])} -> {out['out_dir']}"
