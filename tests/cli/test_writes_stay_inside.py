@@ -16,9 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from medfoundry.io import read_image
 from tests.conftest import FAST_FIT, copy_hippo_cases
+from tests.io.synthetic_dicom import write_series
 
 TINY = ["--model", "tsfm_test", *(x for kv in FAST_FIT for x in ("--set", kv))]
 
@@ -78,6 +81,9 @@ class Sandbox:
 def box(tmp_path, hippo_dir) -> Sandbox:
     sb = Sandbox(tmp_path)
     copy_hippo_cases(hippo_dir, sb.path("in/hippo"), n=4)
+    image = read_image(sorted(sb.path("in/hippo/imagesTr").glob("*.nii.gz"))[0])
+    stored = np.round(image.array[0]).astype(np.int16)
+    write_series(sb.path("in/dicom"), stored, tuple(image.spacing_mm), modality="MR", intercept=0)
     sb.path("in/pool.yaml").write_text(
         "name: p\ndatasets:\n  - name: hippocampus\n    root: hippo\n    modality: MRI\n"
     )
@@ -102,6 +108,11 @@ def test_every_command_writes_only_in_its_output(box):
     box.run(["predict", "-m", p("out/run"), "-i", images, "-o", p("out/pred")], "out/pred")
     refs = p("in/hippo/labelsTr")
     box.run(["evaluate", p("out/pred"), refs, "-o", p("out/eval/s.json")], "out/eval")
+    report = ["report", "-l", p("out/pred"), "-i", images, "-m", p("out/run")]
+    box.run([*report, "-o", p("out/report")], "out/report")
+    box.run(["deid", p("in/dicom"), p("out/deid")], "out/deid")
+    seg = ["predict", "-m", p("out/run"), "-i", p("in/dicom"), "--output-type", "dicom-seg"]
+    box.run([*seg, "--report", "-o", p("out/seg")], "out/seg")
     job = ["run", "-o", p("out/main"), "--model", "tsfm_test", "--synth-cases", "2"]
     job += ["--pretrain-steps", "2", "--finetune-epochs", "1", "--finetune-iters", "2"]
     job += ["--patch", "16", "32", "32", "--set", "data.num_workers=0", "-j", "1"]

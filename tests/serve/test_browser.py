@@ -79,7 +79,8 @@ def test_upload_run_view_download(browser, server, hippo_dir, tmp_path):
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.ID, "signin").click()
     _until(lambda: "admin" in browser.find_element(By.ID, "who").text, 20, "sign-in")
-    assert browser.find_element(By.ID, "model").get_attribute("value") == "small"
+    model = browser.find_element(By.ID, "model")
+    _until(lambda: model.get_attribute("value") == "small", 20, "the model list")
     browser.find_element(By.ID, "file").send_keys(str(upload))
     browser.find_element(By.ID, "run").click()
 

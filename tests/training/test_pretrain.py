@@ -208,6 +208,9 @@ def test_the_readme_torchrun_command_with_default_settings(real_small_pool, tmp_
     cmd += ["--master-port", str(29587 + fsdp), "-m", "medfoundry.cli.main", "-q", "pretrain"]
     cmd += [str(real_small_pool), "-o", str(run), "--epochs", "1", "--iters-per-epoch", "4"]
     cmd += ["--batch-size", "2", "--model", "tsfm_test", "--set", f"fsdp={str(fsdp).lower()}"]
+    # Two validation cases: the default modes and barriers, without 70 s of whole-volume FSDP
+    # forwards on 2 cores (each rank gathers every layer's weights for every tile).
+    cmd += ["--set", "validation.max_cases=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step 4: loss" in done.stdout and "final (whole volumes)" in done.stdout

@@ -71,7 +71,7 @@ def save_overlay(image_path, ref_path, pred_path, out_png: Path, title: str) -> 
         ax.set_title(f"{name} (slice {z})", fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def write_report(out_dir: Path, title: str, sections: dict) -> Path:
@@ -189,10 +189,10 @@ def save_transfer_plot(curve: list[dict], rows: list[dict], out_png: Path, targe
     b.set_xticks(x, classes, rotation=20, fontsize=8)
     b.set(ylabel="Dice (validation, input grid)", title="final weights", ylim=(0, 1))
     b.legend(fontsize=8)
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
-def _save(fig, out_png: Path) -> Path:
+def save_figure(fig, out_png: Path) -> Path:
     """Write ``fig`` as a PNG (complete or absent) and free it."""
     import matplotlib.pyplot as plt
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from medfoundry.io import Volume
 from medfoundry.utils.atomic import atomic_path
-from medfoundry.workflows.report import COLOURS
+from medfoundry.workflows.report import COLOURS, save_figure
 
 HIGHLIGHT = (1.0, 0.9, 0.0, 0.85)
 
@@ -62,13 +62,7 @@ def save_case_png(
         ax.set_title(f"{name}, slice z={z}", fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, dpi=80, format="png")
-    finally:
-        plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def write_queue_html(out_dir: Path, rows: list[dict], rule: str, evaluation: dict | None) -> Path:

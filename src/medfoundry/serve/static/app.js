@@ -32,9 +32,9 @@ async function signIn() {
   try {
     const me = await (await api("/api/me")).json();
     sessionStorage.setItem("medfoundry_token", state.token);
-    $("who").textContent = `signed in as ${me.user}`;
     state.models = await (await api("/api/models")).json();
     $("model").replaceChildren(...state.models.map((m) => new Option(m.name, m.name)));
+    $("who").textContent = `signed in as ${me.user}`;
     $("submit").disabled = false;
     $("jobs-box").disabled = false;
     showError("");
