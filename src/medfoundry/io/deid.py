@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medfoundry import MedfoundryError
-from medfoundry.io.dicom import is_dicom_file
+from medfoundry.io.dicom import is_dicom_file, require
 
 RULES = "dicomfields_2026c"
 # Attributes whose input values are searched for in the output (tags of PS3.15 E.1-1).
@@ -49,7 +49,7 @@ def deidentify(
 ) -> dict:
     """De-identify every DICOM file under ``in_path`` (a file or folder, subfolders included) into
     the new folder ``out_dir``; returns the report, also written as ``OUT/deid_report.json``."""
-    from dicomanonymizer import simpledicomanonymizer as anonymizer
+    anonymizer = require("dicomanonymizer.simpledicomanonymizer")
 
     in_path, out_dir = Path(in_path), Path(out_dir)
     if not in_path.exists():

@@ -42,6 +42,20 @@ _HEADER_TAGS = [
 ]
 
 
+def require(module: str, extra: str = "dicom"):
+    """Import ``module`` of an optional extra, or a one-line error saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        from medfoundry import MedfoundryError
+
+        raise MedfoundryError(
+            f"this needs the '{module}' package: pip install 'medfoundry[{extra}]'"
+        ) from exc
+
+
 class DicomSeriesError(ValueError):
     """A DICOM folder holds no usable series, several without a choice, or an unknown choice."""
 

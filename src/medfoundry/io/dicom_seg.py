@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medfoundry import MedfoundryError, __version__
-from medfoundry.io.dicom import split_selector
+from medfoundry.io.dicom import require, split_selector
 from medfoundry.io.volume import Volume
 
 PRIVATE_SCHEME = "99MEDFOUNDRY"  # "99" prefix: a local coding scheme (DICOM PS3.16 8.2)
@@ -72,6 +72,7 @@ def write_dicom_seg(
     from medfoundry.io.dicom import read_series
     from medfoundry.utils.atomic import atomic_path
 
+    require("highdicom")  # a one-line error without the dicom extra
     files = _source_files(labels, source, read_series)
     if labels.num_channels != 1 or labels.shape_zyx[0] != len(files):
         raise DicomSegError(
@@ -169,10 +170,9 @@ def read_dicom_seg(
     """A SEG on its source series: a ``(1, Z, Y, X)`` uint16 label map in the series' geometry
     (value = segment number; where segments overlap the higher number wins) and
     ``{segment number: segment label}``."""
-    import highdicom as hd
-
     from medfoundry.io.dicom import read_series
 
+    hd = require("highdicom")
     folder, choice = split_selector(source)
     series = read_series(folder, choice)
     seg = hd.seg.segread(str(path))

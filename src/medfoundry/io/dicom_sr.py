@@ -26,10 +26,12 @@ def write_findings_sr(
     """Write ``findings`` (the JSON of ``compute_findings`` for the labels of the SEG at
     ``seg_path``, made from the DICOM images ``source_files``) as a Comprehensive 3D SR at
     ``out_path`` (atomically); returns ``out_path``."""
-    import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
 
+    from medfoundry.io.dicom import require
+
+    hd = require("highdicom")
     seg = pydicom.dcmread(seg_path)
     segment_of = {  # class id -> segment number ("class <id>" is the SEG's tracking ID)
         int(str(s.TrackingID).split()[-1]): int(s.SegmentNumber) for s in seg.SegmentSequence
