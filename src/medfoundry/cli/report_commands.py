@@ -124,19 +124,17 @@ def _names_and_modality(model: Path | None, dataset_json: Path | None):
 
 
 def _model_names(path: Path) -> tuple[dict[int, str], str | None]:
-    """The ids a :class:`~medfoundry.inference.predictor.Predictor` writes and their names: a
-    one-dataset model writes that dataset's ids, any other its global ids."""
+    """The ids a :class:`~medfoundry.inference.predictor.Predictor` of this model writes by
+    default, their names, and the modality of a one-dataset model."""
+    from medfoundry.inference.predictor import output_pairs
     from medfoundry.runs.checkpoint import load_checkpoint, resolve_checkpoint
 
     desc = load_checkpoint(resolve_checkpoint(path), weights=False).description()
     g_names = {int(i): str(n) for n, i in desc["labels"].items() if int(i)}
-    plans = desc.get("plan", {}).get("datasets", {})
-    datasets = desc.get("datasets", {})
-    if len(plans) == 1 and (name := next(iter(plans))) in datasets:
-        d = datasets[name]
-        l2g = {int(k): int(v) for k, v in d["local_to_global"].items() if int(v)}
-        return {local: g_names[g] for local, g in l2g.items()}, _first(d.get("modality"))
-    return g_names, None
+    names = {int(o): g_names[int(g)] for g, o in output_pairs(desc)}
+    plans, datasets = desc["plan"]["datasets"], desc.get("datasets", {})
+    one = next(iter(plans)) if len(plans) == 1 else None
+    return names, _first(datasets[one].get("modality")) if one in datasets else None
 
 
 def _dataset_json_names(path: Path) -> tuple[dict[int, str], str | None]:

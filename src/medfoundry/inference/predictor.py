@@ -92,6 +92,19 @@ class Prediction:
     class_ids: list[int]
 
 
+def output_pairs(description: dict, dataset: str | None = None) -> list[tuple[int, int]]:
+    """``(global id, id written)`` of every class a model predicts: with ``dataset`` (a dataset of
+    the model's pool; default: the only one of a one-dataset model) that dataset's own ids, else the
+    global ids. ``description``: a checkpoint's description."""
+    plans = description["plan"]["datasets"]
+    datasets = description.get("datasets", {})
+    name = dataset or (next(iter(plans)) if len(plans) == 1 else None)
+    if name is not None and name in datasets:
+        l2g = {int(k): v for k, v in datasets[name]["local_to_global"].items() if v}
+        return [(g, local) for local, g in sorted(l2g.items())]
+    return [(g, g) for g in sorted(i for i in description["labels"].values() if i)]
+
+
 class Predictor:
     """Holds one network (weights only, no optimizer state), its description and preprocessing;
     :meth:`predict` segments a :class:`Volume`."""
@@ -135,17 +148,12 @@ class Predictor:
     def _choose_outputs(self) -> None:
         """Pick the dataset plan, the predicted global classes and the ids written for them."""
         plans = self.description["plan"]["datasets"]
-        datasets = self.description.get("datasets", {})
         name = self.options.dataset or (next(iter(plans)) if len(plans) == 1 else None)
         if name is not None and name not in plans:
             raise MedfoundryError(f"unknown dataset '{name}' (model has: {', '.join(plans)})")
         self.dataset_plan = plans[name or next(iter(plans))]
         g_names = {i: n for n, i in self.description["labels"].items() if i}
-        if name is not None and name in datasets:
-            l2g = {int(k): v for k, v in datasets[name]["local_to_global"].items() if v}
-            pairs = [(g, local) for local, g in sorted(l2g.items())]
-        else:
-            pairs = [(g, g) for g in sorted(g_names)]
+        pairs = output_pairs(self.description, name)
         if self.options.classes:
             wanted = set(self.options.classes)
             pairs = [(g, o) for g, o in pairs if g_names[g] in wanted or str(o) in wanted]
