@@ -27,9 +27,17 @@ def series(hippo_dir, tmp_path_factory):
     return folder
 
 
-def test_predict_writes_a_seg_of_the_series_equal_to_the_nifti_output(pretrained, series, tmp_path):
+def test_predict_writes_a_seg_of_the_series_equal_to_the_nifti_output(
+    pretrained, series, tmp_path, capsys
+):
     args = ["-q", "predict", "-m", str(pretrained), "-i", str(series), "--device", "cpu"]
     assert main([*args, "-o", str(tmp_path / "nii")]) == 0
+    chosen = ["-q", "predict", "-m", str(pretrained), "-i", f"{series}::3", "--device", "cpu"]
+    assert main([*chosen, "-o", str(tmp_path / "chosen")]) == 0  # series number 3, by name
+    capsys.readouterr()
+    assert main([*chosen, "-o", str(tmp_path / "chosen")]) == 0
+    assert "kept 1" in capsys.readouterr().out  # a rerun keeps the case
+    assert [p.name for p in (tmp_path / "chosen").glob("*.nii.gz")] == ["mr_3.nii.gz"]
     assert main([*args, "-o", str(tmp_path / "seg"), "--output-type", "dicom-seg", "--report"]) == 0
     nifti = read_label(tmp_path / "nii" / "mr.nii.gz")
     seg, names = read_dicom_seg(tmp_path / "seg" / "mr_seg.dcm", series)

@@ -42,11 +42,14 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def describe_inputs(files: list[Path]) -> list[dict]:
-    """``[{"path", "size", "mtime_ns"}]`` per input file (the files of a DICOM series folder)."""
+    """``[{"path", "size", "mtime_ns"}]`` per input file (every file under a DICOM series folder,
+    ``FOLDER::SERIES`` included)."""
+    from medfoundry.io.dicom import split_selector
+
     paths = []
     for f in files:
-        f = Path(f).resolve()
-        paths += sorted(p for p in f.iterdir() if p.is_file()) if f.is_dir() else [f]
+        f = split_selector(f)[0].resolve()
+        paths += sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]
     return [
         {"path": str(p), "size": (st := p.stat()).st_size, "mtime_ns": st.st_mtime_ns}
         for p in paths
